@@ -1,0 +1,162 @@
+"""A small, export-friendly BERT encoder whose parameter names match Hugging Face's.
+
+Why our own and not ``transformers.BertModel``: the trunk/head split needs to
+cut the encoder at arbitrary depths, and the graphs must export to ONNX with
+stable names on any transformers release (attention back-ends and mask helpers
+change between releases). Keeping Hugging Face's parameter names means any BERT
+checkpoint folder loads with ``load_state_dict`` after stripping a prefix, and a
+test checks the numbers against ``transformers.BertModel``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: Added to attention scores at padded positions. Large enough that softmax
+#: weights are exactly zero in float32, small enough to stay finite in ONNX.
+MASK_BIAS = -1.0e4
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The subset of a Hugging Face ``config.json`` the encoder needs."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "BertConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "BertConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _activation(name: str):
+    if name == "gelu":
+        return nn.GELU()
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return nn.GELU(approximate="tanh")
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unsupported hidden_act {name!r} (gelu, gelu_new, relu)")
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device).unsqueeze(0)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        return x.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, hidden: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.query(hidden)), self._split(self.key(hidden)), self._split(self.value(hidden))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + mask_bias
+        probs = self.dropout(torch.softmax(scores, dim=-1))
+        ctx = torch.matmul(probs, v).transpose(1, 2)
+        return ctx.reshape(hidden.shape)
+
+
+class _DenseNorm(nn.Module):
+    """Dense + dropout + residual LayerNorm: BERT's ``*Output`` blocks."""
+
+    def __init__(self, d_in: int, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(d_in, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = _SelfAttention(config)
+        self.output = _DenseNorm(config.hidden_size, config)
+
+    def forward(self, hidden, mask_bias):
+        return self.output(self.self(hidden, mask_bias), hidden)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _activation(config.hidden_act)
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = _Attention(config)
+        self.intermediate = _Intermediate(config)
+        self.output = _DenseNorm(config.intermediate_size, config)
+
+    def forward(self, hidden: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        attn = self.attention(hidden, mask_bias)
+        return self.output(self.intermediate(attn), attn)
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+def mask_bias(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[batch, seq] 0/1 mask -> additive [batch, 1, 1, seq] bias for attention scores."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * MASK_BIAS

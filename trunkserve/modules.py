@@ -1,0 +1,150 @@
+"""The trunk/head split of a BERT encoder.
+
+``Trunk`` = embeddings + the bottom layers, frozen and shared by every task; it
+returns the hidden states at each configured branch depth and runs no further
+than the deepest one. ``Head`` = a few transformer layers on top of one branch
+depth + pooler + task output. Trunk followed by head is exactly the original
+encoder cut at that depth, which is what the parity tests rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .bert import BertConfig, BertEmbeddings, BertLayer, BertPooler, mask_bias
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASK_TYPES = (CLASSIFICATION, REGRESSION)
+
+
+def _layer_state(state: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    prefix = f"encoder.layer.{index}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class Trunk(nn.Module):
+    """Embeddings + layers ``0 .. max(depths)-1``; outputs hidden states after each depth.
+
+    Depth ``d`` means "after ``d`` encoder layers" (``0`` is the embedding output).
+    """
+
+    def __init__(self, config: BertConfig, depths: Sequence[int]):
+        super().__init__()
+        depths = sorted(set(int(d) for d in depths))
+        if not depths:
+            raise ValueError("a trunk needs at least one branch depth")
+        if depths[0] < 0 or depths[-1] > config.num_hidden_layers:
+            raise ValueError(f"branch depths {depths} outside 0..{config.num_hidden_layers}")
+        self.config = config
+        self.depths = tuple(depths)
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(depths[-1]))
+
+    @classmethod
+    def from_state_dict(cls, config: BertConfig, state: dict[str, torch.Tensor], depths: Sequence[int]) -> "Trunk":
+        trunk = cls(config, depths)
+        trunk.embeddings.load_state_dict(_sub_state(state, "embeddings."), strict=False)
+        for i, layer in enumerate(trunk.layers):
+            layer.load_state_dict(_layer_state(state, i))
+        return trunk
+
+    def forward(self, input_ids, attention_mask, token_type_ids) -> tuple[torch.Tensor, ...]:
+        hidden = self.embeddings(input_ids, token_type_ids)
+        bias = mask_bias(attention_mask, hidden.dtype)
+        outputs = [hidden] if self.depths[0] == 0 else []
+        for i, layer in enumerate(self.layers, start=1):
+            hidden = layer(hidden, bias)
+            if i in self.depths:
+                outputs.append(hidden)
+        return tuple(outputs)
+
+    def freeze(self) -> "Trunk":
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+
+class Head(nn.Module):
+    """``num_layers`` BERT layers + pooler + classifier (or one regression score)."""
+
+    def __init__(self, config: BertConfig, num_layers: int, num_labels: int, task_type: str = CLASSIFICATION):
+        super().__init__()
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        if task_type == REGRESSION:
+            num_labels = 1
+        if num_labels < 1:
+            raise ValueError("num_labels must be >= 1")
+        self.config = config
+        self.task_type = task_type
+        self.num_labels = num_labels
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(num_layers))
+        self.pooler = BertPooler(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @classmethod
+    def from_backbone_layers(
+        cls,
+        config: BertConfig,
+        state: dict[str, torch.Tensor],
+        first_layer: int,
+        num_layers: int,
+        num_labels: int,
+        task_type: str = CLASSIFICATION,
+        seed: int = 0,
+    ) -> "Head":
+        """A head whose layers are copies of encoder layers ``first_layer ..`` and a fresh classifier."""
+        if first_layer + num_layers > config.num_hidden_layers:
+            raise ValueError(
+                f"head layers {first_layer}..{first_layer + num_layers - 1} exceed the "
+                f"backbone's {config.num_hidden_layers} layers"
+            )
+        torch.manual_seed(seed)
+        head = cls(config, num_layers, num_labels, task_type)
+        for i, layer in enumerate(head.layers):
+            layer.load_state_dict(_layer_state(state, first_layer + i))
+        pooler = _sub_state(state, "pooler.")
+        if pooler:
+            head.pooler.load_state_dict(pooler)
+        nn.init.normal_(head.classifier.weight, std=0.02)
+        nn.init.zeros_(head.classifier.bias)
+        return head
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Raw task output: logits ``[batch, num_labels]`` or scores ``[batch, 1]``."""
+        bias = mask_bias(attention_mask, hidden.dtype)
+        for layer in self.layers:
+            hidden = layer(hidden, bias)
+        return self.classifier(self.dropout(self.pooler(hidden)))
+
+    def serving_outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the served graph returns: (logits, probabilities) or (score,)."""
+        out = self.forward(hidden, attention_mask)
+        if self.task_type == REGRESSION:
+            return (out,)
+        return out, torch.softmax(out, dim=-1)
+
+
+class HeadGraph(nn.Module):
+    """``Head.serving_outputs`` as ``forward``, for ONNX export."""
+
+    def __init__(self, head: Head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, hidden_states, attention_mask):
+        return self.head.serving_outputs(hidden_states, attention_mask)
