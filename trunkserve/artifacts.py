@@ -30,8 +30,10 @@ HEAD_JSON = "head.json"
 WEIGHTS = "weights.safetensors"
 CANARY = "canary.json"
 
-#: Task names become Triton model names (``head_<task>``) and output prefixes.
+#: Task names become Triton model names (``<task>``, ``head_<task>``) and output prefixes.
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+#: Names the repository already uses for its own models.
+RESERVED_NAMES = ("multitask", "tokenizer", "trunk")
 
 
 class HeadArtifactError(ValueError):
@@ -39,10 +41,10 @@ class HeadArtifactError(ValueError):
 
 
 def check_task_name(task: str) -> str:
-    if not isinstance(task, str) or not TASK_NAME.match(task) or task == "multitask":
+    if not isinstance(task, str) or not TASK_NAME.match(task) or task in RESERVED_NAMES or task.startswith("head_"):
         raise HeadArtifactError(
             f"invalid task name {task!r}: use lower-case letters, digits and '_', starting with a letter "
-            "(at most 48 characters; 'multitask' is reserved)"
+            f"(at most 48 characters; {', '.join(RESERVED_NAMES)} and head_* are reserved)"
         )
     return task
 

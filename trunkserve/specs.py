@@ -26,6 +26,7 @@ PROBABILITIES = "probabilities"
 SCORE = "score"
 TEXT = "text"
 TEXT_PAIR = "text_pair"
+TRUNCATED = "truncated"
 
 _TRITON_DTYPES = {
     np.dtype(np.float32): "TYPE_FP32",
@@ -33,6 +34,7 @@ _TRITON_DTYPES = {
     np.dtype(np.int64): "TYPE_INT64",
     np.dtype(np.int32): "TYPE_INT32",
     np.dtype(np.object_): "TYPE_STRING",
+    np.dtype(np.bool_): "TYPE_BOOL",
 }
 
 
@@ -130,5 +132,5 @@ def tokenizer_spec() -> GraphSpec:
     return GraphSpec(
         name="tokenizer",
         inputs=(TensorSpec(TEXT, obj, (BATCH, 1)), TensorSpec(TEXT_PAIR, obj, (BATCH, 1))),
-        outputs=tuple(_ids(n) for n in TOKEN_INPUTS),
+        outputs=(*(_ids(n) for n in TOKEN_INPUTS), TensorSpec(TRUNCATED, np.dtype(np.bool_), (BATCH, 1))),
     )

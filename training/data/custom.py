@@ -1,0 +1,106 @@
+"""User tasks from CSV or JSONL, with no code: columns ``text``, optional ``text_pair``, ``label``.
+
+Labels come from the data. A task is a regression when asked for, or when every
+label parses as a number and at least one is not an integer (``3.5``); otherwise
+it is a classification whose classes are the distinct label strings, in sorted
+order (numeric order when they are all integers), so the same file always gives
+the same label indices.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from .types import DataError, Example, TaskData
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"custom task file missing: {path}")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines()):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}: line {n + 1}: invalid JSON ({exc})") from None
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    else:
+        raise DataError(f"{path}: custom tasks must be .csv, .tsv or .jsonl")
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or "text" not in row or "label" not in row:
+            raise DataError(f"{path}: row {n + 1} lacks 'text' or 'label' (columns: text, optional text_pair, label)")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def infer_task_type(raw_labels: list) -> str:
+    if all(_is_number(v) for v in raw_labels) and any(float(v) != int(float(v)) for v in raw_labels):
+        return "regression"
+    return "classification"
+
+
+def label_names(raw_labels: list) -> list[str]:
+    names = {str(v) for v in raw_labels}
+    if all(_is_number(v) and float(v) == int(float(v)) for v in names):
+        return sorted(names, key=lambda v: float(v))
+    return sorted(names)
+
+
+def load_custom_task(
+    name: str,
+    train: str | Path,
+    dev: str | Path | None = None,
+    task_type: str | None = None,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+) -> TaskData:
+    """Build a ``TaskData`` from files; without a dev file, a seeded ``dev_fraction`` of train is held out."""
+    train_rows = read_rows(train)
+    dev_rows = read_rows(dev) if dev else []
+    raw = [r["label"] for r in train_rows + dev_rows]
+    task_type = task_type or infer_task_type(raw)
+    if task_type == "regression":
+        if not all(_is_number(v) for v in raw):
+            raise DataError(f"custom task {name!r}: regression needs numeric labels")
+        labels = ["score"]
+        conv = lambda v: float(v)  # noqa: E731
+    elif task_type == "classification":
+        labels = label_names(raw)
+        if len(labels) < 2:
+            raise DataError(f"custom task {name!r}: a classification needs at least 2 distinct labels, got {labels}")
+        index = {v: i for i, v in enumerate(labels)}
+        conv = lambda v: index[str(v)]  # noqa: E731
+    else:
+        raise DataError(f"custom task {name!r}: task_type must be classification or regression")
+
+    def examples(rows):
+        return [Example(str(r["text"]), (str(r["text_pair"]) if r.get("text_pair") not in (None, "") else None), conv(r["label"])) for r in rows]
+
+    train_ex = examples(train_rows)
+    if dev_rows:
+        dev_ex = examples(dev_rows)
+    else:
+        order = list(range(len(train_ex)))
+        random.Random(seed).shuffle(order)
+        n_dev = max(1, int(len(order) * dev_fraction))
+        dev_ex = [train_ex[i] for i in order[:n_dev]]
+        train_ex = [train_ex[i] for i in order[n_dev:]]
+    metric = "regression" if task_type == "regression" else ("binary" if len(labels) == 2 else "multiclass")
+    return TaskData(name=name, task_type=task_type, labels=labels, metric=metric, train=train_ex, dev={"dev": dev_ex})

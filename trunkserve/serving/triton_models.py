@@ -1,0 +1,91 @@
+"""``TritonPythonModel`` implementations used by the generated ``model.py`` shims.
+
+They only adapt Triton's request/response objects; the work is done by
+``tokenizer_runtime``, ``onnx_runtime`` and ``batching``, which are tested
+without a server. ``triton_python_backend_utils`` exists only inside the
+Python-backend stub, hence the import inside ``initialize``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .batching import run_batched
+from .onnx_runtime import GraphRunner, make_session
+from .tokenizer_runtime import TextInputError, encode_request
+
+
+def _parameters(config: dict) -> dict[str, str]:
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def _version_dir(args: dict) -> Path:
+    return Path(args["model_repository"]) / str(args["model_version"])
+
+
+class OnnxModel:
+    """Runs an ONNX graph (trunk or head) with ONNX Runtime, merging same-shape requests."""
+
+    def initialize(self, args: dict) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        params = _parameters(config)
+        device = params.get("device", "cpu")
+        if args.get("model_instance_kind") != "GPU":
+            device = "cpu"
+        session = make_session(
+            _version_dir(args) / params.get("onnx_file", "model.onnx"),
+            intra_op_threads=int(params.get("intra_op_threads", 0)),
+            inter_op_threads=int(params.get("inter_op_threads", 1)),
+            device=device,
+        )
+        self.input_names = [i["name"] for i in config["input"]]
+        self.runner = GraphRunner(session, [o["name"] for o in config["output"]])
+
+    def execute(self, requests):
+        pb = self.pb
+        feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names} for r in requests]
+        try:
+            outputs = run_batched(feeds, self.runner)
+        except Exception as exc:  # report to every client of this batch; keep serving
+            err = pb.TritonError(f"{type(exc).__name__}: {exc}")
+            return [pb.InferenceResponse(error=err) for _ in requests]
+        return [pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]) for out in outputs]
+
+
+class TokenizerModel:
+    """Text (+ optional pair) -> token id tensors padded to a length bucket, per request."""
+
+    def initialize(self, args: dict) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        from ..tokenization import BucketTokenizer
+
+        self.pb = pb_utils
+        params = _parameters(json.loads(args["model_config"]))
+        buckets = [int(b) for b in params.get("buckets", "16,32,64,128").split(",") if b]
+        self.tokenizer = BucketTokenizer(
+            _version_dir(args) / params.get("tokenizer_dir", "tokenizer"),
+            max_length=int(params.get("max_length", 128)),
+            buckets=buckets,
+        )
+
+    def execute(self, requests):
+        pb = self.pb
+        responses = []
+        for request in requests:
+            pair = pb.get_input_tensor_by_name(request, "text_pair")
+            try:
+                out = encode_request(
+                    self.tokenizer,
+                    pb.get_input_tensor_by_name(request, "text").as_numpy(),
+                    None if pair is None else pair.as_numpy(),
+                )
+            except TextInputError as exc:
+                responses.append(pb.InferenceResponse(error=pb.TritonError(str(exc))))
+                continue
+            responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
+        return responses

@@ -1,0 +1,52 @@
+"""Untrained heads: pre-trained layers above the branch depth and a fresh, seeded classifier.
+
+Used where only the plumbing matters (parity tests, the serving-cost sweep
+with many synthetic tasks). They are complete, valid artefacts with the right
+fingerprint and a canary, so every deployment path treats them as real heads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .artifacts import HeadMeta, save_head
+from .backbone import Backbone
+from .canary import make_canary
+from .fingerprint import trunk_fingerprint
+from .modules import REGRESSION, Head, Trunk
+from .tokenization import BucketTokenizer
+
+
+def make_untrained_head(
+    backbone: Backbone,
+    out: str | Path,
+    task: str,
+    labels: Sequence[str] = ("negative", "positive"),
+    task_type: str = "classification",
+    branch_layer: int = 3,
+    num_layers: int = 1,
+    seed: int = 0,
+    trunk: Trunk | None = None,
+) -> Path:
+    """Write a head folder for ``task`` that reads depth ``branch_layer`` of ``backbone``."""
+    labels = ["score"] if task_type == REGRESSION else list(labels)
+    head = Head.from_backbone_layers(
+        backbone.config, backbone.state_dict, branch_layer, num_layers, len(labels), task_type, seed=seed
+    )
+    if trunk is None or branch_layer not in trunk.depths:
+        trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [branch_layer]).freeze()
+    meta = HeadMeta(
+        task=task,
+        task_type=task_type,
+        labels=labels,
+        branch_layer=branch_layer,
+        num_layers=num_layers,
+        trunk_fingerprint=trunk_fingerprint(backbone.state_dict, branch_layer, backbone.tokenizer_files()),
+        bert_config=backbone.config.to_dict(),
+        backbone=str(backbone.path),
+        metrics={},
+        training={"untrained": True, "seed": seed},
+    )
+    canary = make_canary(trunk, head, branch_layer, BucketTokenizer(backbone.path))
+    return save_head(out, head, meta, canary)
