@@ -1,0 +1,95 @@
+"""``python -m client``: a thin CLI over ``TrunkserveClient``.
+
+    python -m client infer --task sst2 "a great movie"
+    python -m client infer --task mrpc "He left." --pair "He went away."
+    python -m client infer --task multitask --file inputs.jsonl   # {"text": ..., "text_pair": ...} per line
+    python -m client tasks
+
+Prints one JSON object per input (label, probabilities or score, truncated,
+latency_ms). Errors go to stderr with a distinct exit code: 2 bad input,
+3 server unreachable, 4 unknown task, 5 server-side error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .api import ClientError, InvalidInput, TrunkserveClient
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m client", description="Call a trunkserve Triton deployment.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("TRUNKSERVE_URL"), help="host:port (default localhost:8000 http / 8001 grpc)")
+    common.add_argument("--protocol", choices=("http", "grpc"), default=os.environ.get("TRUNKSERVE_PROTOCOL", "http"))
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    sub = p.add_subparsers(dest="command", required=True)
+    inf = sub.add_parser("infer", parents=[common], help="predict for texts")
+    inf.add_argument("texts", nargs="*", help="input sentences")
+    inf.add_argument("--task", required=True, help="a served task, or 'multitask' for all heads")
+    inf.add_argument("--pair", action="append", default=None, help="second sentence for pair tasks (once per text)")
+    inf.add_argument("--file", type=Path, help="JSONL with 'text' and optional 'text_pair' per line")
+    inf.add_argument("--batch-size", type=int, default=16, help="texts per request for --file")
+    sub.add_parser("tasks", parents=[common], help="list served tasks")
+    return p
+
+
+def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
+    texts, pairs = [], []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}:{n}: not JSON ({exc})") from exc
+        if not isinstance(row, dict) or "text" not in row:
+            raise InvalidInput(f"{path}:{n}: expected an object with a 'text' field")
+        texts.append(str(row["text"]))
+        pairs.append(str(row.get("text_pair") or ""))
+    if not texts:
+        raise InvalidInput(f"{path}: no inputs")
+    return texts, pairs
+
+
+def _infer(client: TrunkserveClient, args) -> int:
+    if args.file:
+        texts, pairs = read_jsonl(args.file)
+    else:
+        texts, pairs = list(args.texts), args.pair
+    if not texts:
+        raise InvalidInput("give texts on the command line or --file")
+    if pairs is not None and len(pairs) != len(texts):
+        raise InvalidInput(f"{len(texts)} texts but {len(pairs)} --pair values")
+    size = max(1, args.batch_size)
+    for start in range(0, len(texts), size):
+        chunk_pairs = None if pairs is None else pairs[start : start + size]
+        for item in client.infer(args.task, texts[start : start + size], chunk_pairs):
+            if item["truncated"]:
+                print(f"warning: input {start + 1} was longer than the server's max length and was truncated", file=sys.stderr)
+            print(json.dumps(item, ensure_ascii=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        client = TrunkserveClient(args.url, args.protocol, args.timeout)
+        try:
+            if args.command == "tasks":
+                print(json.dumps({"tasks": client.tasks()}))
+                return 0
+            return _infer(client, args)
+        finally:
+            client.close()
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

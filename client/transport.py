@@ -1,0 +1,68 @@
+"""HTTP and gRPC behind one small interface, so the client logic is written once.
+
+tritonclient's two modules differ in how they spell errors, the repository
+index and metadata; this module smooths exactly those differences.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
+
+
+class Transport:
+    def __init__(self, protocol: str, url: str | None, timeout_s: float = 30.0):
+        if protocol not in DEFAULT_URLS:
+            raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        self.timeout_s = timeout_s
+        if protocol == "http":
+            import tritonclient.http as mod
+
+            self.client = mod.InferenceServerClient(
+                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        else:
+            import tritonclient.grpc as mod
+
+            self.client = mod.InferenceServerClient(self.url)
+        self.mod = mod
+
+    def live(self) -> bool:
+        return bool(self.client.is_server_live())
+
+    def ready_models(self) -> list[str]:
+        if self.protocol == "http":
+            index = self.client.get_model_repository_index()
+        else:
+            index = self.client.get_model_repository_index(as_json=True).get("models", [])
+        return sorted({m["name"] for m in index if m.get("state") == "READY"})
+
+    def output_shapes(self, model: str) -> dict[str, list[int]]:
+        if self.protocol == "http":
+            meta = self.client.get_model_metadata(model)
+        else:
+            meta = self.client.get_model_metadata(model, as_json=True)
+        return {o["name"]: [int(d) for d in o["shape"]] for o in meta["outputs"]}
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[tuple[str, int]]):
+        """``outputs``: (name, class_count) pairs; class_count 0 means the raw tensor."""
+        infer_inputs = []
+        for name, value in inputs.items():
+            i = self.mod.InferInput(name, list(value.shape), "BYTES")
+            i.set_data_from_numpy(value)
+            infer_inputs.append(i)
+        requested = [self.mod.InferRequestedOutput(n, class_count=c) for n, c in outputs]
+        # HTTP's timeout is the connection's (set above); gRPC takes one per call.
+        kwargs = {} if self.protocol == "http" else {"client_timeout": self.timeout_s}
+        return self.client.infer(model, infer_inputs, outputs=requested, **kwargs)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            pass

@@ -1,0 +1,169 @@
+"""One training loop for full fine-tuning, teachers and students.
+
+AdamW (no decay on biases and LayerNorm), linear warm-up then linear decay,
+gradient clipping, a validation score ``evals_per_epoch`` times per epoch, the best
+checkpoint kept (and restored at the end), early stopping after ``patience`` evaluations
+without improvement, and a tqdm bar with the running loss and last validation score.
+Mixed precision (bfloat16 autocast) is used where the CPU has native bf16 (AMX /
+AVX512-BF16) or on a GPU; master weights stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # pragma: no cover - private API differs between releases
+            pass
+    return False
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class FitConfig:
+    epochs: float = 3.0
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    evals_per_epoch: int = 2
+    patience: int = 4
+    seed: int = 0
+    bf16: bool | None = None  # None: when the hardware supports it
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bf16"] = self.use_bf16
+        return d
+
+    @property
+    def use_bf16(self) -> bool:
+        return bf16_supported() if self.bf16 is None else bool(self.bf16)
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_metrics: dict
+    steps: int
+    seconds: float
+    history: list = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(enabled: bool):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=enabled)
+
+
+def make_optimizer(module: nn.Module, cfg: FitConfig, total_steps: int):
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def fit(
+    module: nn.Module,
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    make_batches: Callable[[int], Sequence[np.ndarray]],
+    evaluate: Callable[[], tuple[float, dict]],
+    cfg: FitConfig,
+    desc: str = "train",
+) -> FitResult:
+    """Train the trainable parameters of ``module``; ``loss_fn(batch_indices)`` returns the loss."""
+    from tqdm import tqdm
+
+    trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ValueError(f"{desc}: nothing to train (all parameters frozen)")
+    steps_per_epoch = len(make_batches(0))
+    total_steps = max(1, int(math.ceil(cfg.epochs * steps_per_epoch)))
+    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+    opt, sched = make_optimizer(module, cfg, total_steps)
+    use_bf16 = cfg.use_bf16
+    best_score, best_metrics, best_state = -math.inf, {}, None
+    since_best, step, running = 0, 0, None
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    stop = False
+    epoch = 0
+    while step < total_steps and not stop:
+        module.train()
+        for idx in make_batches(epoch):
+            with autocast(use_bf16):
+                loss = loss_fn(idx)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            bar.update(1)
+            if step % eval_every == 0 or step == total_steps:
+                module.eval()
+                with torch.no_grad(), autocast(use_bf16):
+                    score, metrics = evaluate()
+                module.train()
+                history.append({"step": step, "loss": running, "val": score})
+                if score > best_score:
+                    best_score, best_metrics, since_best = score, metrics, 0
+                    best_state = {n: p.detach().clone() for n, p in trainable.items()}
+                else:
+                    since_best += 1
+                bar.set_postfix(loss=f"{running:.4f}", val=f"{score:.2f}", best=f"{best_score:.2f}")
+                if since_best >= cfg.patience:
+                    stop = True
+                    break
+            else:
+                bar.set_postfix(loss=f"{running:.4f}", best=f"{best_score:.2f}")
+            if step >= total_steps:
+                break
+        epoch += 1
+    bar.close()
+    if best_state is not None:
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(best_state[n])
+    module.eval()
+    return FitResult(best_score, best_metrics, step, time.perf_counter() - t0, history)
