@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +26,7 @@ from trunkserve.bert import mask_bias
 from trunkserve.modules import REGRESSION, Head
 
 from .cache import HiddenStateCache
-from .loop import FitConfig, FitResult, autocast
+from .loop import FitConfig, FitResult
 from .teacher import predict_head, train_head_on_cache
 
 
@@ -140,7 +139,3 @@ def train_student(
 
     result = train_head_on_cache(student, train, val, depth, metric, cfg, loss_fn=loss_fn, desc=desc)
     return student, result
-
-
-def student_outputs_np(student: Head, cache: HiddenStateCache, depth: int) -> np.ndarray:
-    return predict_head(student, cache, depth)

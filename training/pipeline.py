@@ -1,0 +1,367 @@
+"""Train the heads for a list of tasks: data -> trunk cache -> teacher(s) -> student -> head folders.
+
+``train_heads`` is what the CLI (``python -m training train-heads``), the demo and
+the report call. Per task:
+
+1. read the data (GLUE or a custom CSV/JSONL task), optionally cap the training
+   rows (seeded sample), and carve a seeded validation split from them. Every
+   choice (checkpoint, branch depth, teacher layers) is made on that split; the
+   GLUE dev set is only scored;
+2. run the frozen trunk once over train/validation/dev and cache the hidden states
+   at every candidate branch depth;
+3. train a partial fine-tuning teacher per candidate ``(k, n)`` and distil it into
+   a student; the candidate whose *student* validates best wins (the student is
+   what is served). Later seeds train the winner only;
+4. optionally train the full fine-tuning baseline on the same split;
+5. write the best seed's student to ``out/<task>/`` and its teacher to
+   ``teachers_out/<task>/`` (both loadable with ``trunkserve.artifacts.load_head``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from trunkserve.artifacts import HeadMeta, save_head
+from trunkserve.backbone import Backbone, load_backbone
+from trunkserve.canary import make_canary
+from trunkserve.defaults import DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
+from trunkserve.fingerprint import trunk_fingerprint
+from trunkserve.modules import Head, Trunk
+from trunkserve.tokenization import BucketTokenizer
+
+from .cache import DEFAULT_CACHE_BYTES, HiddenStateCache
+from .data.custom import load_custom_task
+from .data.encode import Encoded, encode_examples
+from .data.glue import GLUE_TASKS, default_glue_dir, load_glue_task
+from .data.types import DataError, Example, TaskData
+from .distill import train_student
+from .loop import FitConfig, bf16_supported
+from .teacher import evaluate_outputs, predict_full, predict_head, train_full, train_teacher
+
+
+class PipelineError(ValueError):
+    """Inconsistent training options (branch depth outside the trunk, bad custom spec, ...)."""
+
+
+@dataclass
+class CustomTask:
+    """A user task: ``train`` file, optional ``dev`` file, optional forced task type."""
+
+    train: str
+    dev: str | None = None
+    task_type: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> tuple[str, "CustomTask"]:
+        """``name=train.csv[,dev.csv][:regression|:classification]``."""
+        if "=" not in spec:
+            raise PipelineError(f"custom task {spec!r}: expected NAME=TRAIN[,DEV][:TYPE]")
+        name, rest = spec.split("=", 1)
+        task_type = None
+        if rest.endswith((":regression", ":classification")):
+            rest, task_type = rest.rsplit(":", 1)
+        files = rest.split(",")
+        return name.strip(), cls(files[0], files[1] if len(files) > 1 else None, task_type)
+
+
+@dataclass
+class HeadOptions:
+    """Everything that shapes how one task's heads are trained."""
+
+    max_train: int | None = None
+    val_fraction: float = 0.1
+    max_val: int = 500
+    max_dev: int | None = None
+    max_length: int = DEFAULT_MAX_SEQ_LEN
+    depths: tuple[int, ...] = DEFAULT_DEPTHS
+    branch_layer: int | None = None  # None: search over depths if search, else the deepest depth
+    teacher_layers: int | None = None  # None: every layer above the branch
+    student_layers: int = 1
+    search: bool = False
+    search_teacher_layers: bool = False
+    temperature: float = 2.0
+    soft_weight: float = 1.0
+    hard_weight: float = 1.0
+    hidden_weight: float = 0.0
+    epochs: float = 3.0
+    student_epochs: float | None = None
+    lr: float = 1e-4
+    full_lr: float | None = None
+    batch_size: int = 32
+    seeds: tuple[int, ...] = (0,)
+    split_seed: int = 0
+    full_baseline: bool = False
+    bf16: bool | None = None
+    cache_max_bytes: int = DEFAULT_CACHE_BYTES
+    progress: bool = True
+
+    def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
+        return FitConfig(
+            epochs=epochs or self.epochs, lr=lr or self.lr, batch_size=self.batch_size, seed=seed,
+            bf16=self.bf16, progress=self.progress,
+        )
+
+
+@dataclass
+class Prepared:
+    """A task's data, split, tokenized and cached: shared by every seed and candidate."""
+
+    data: TaskData
+    train: Encoded
+    val: Encoded
+    dev: dict[str, Encoded]
+    caches: dict[str, HiddenStateCache] = field(default_factory=dict)  # "train", "val", "dev:<split>"
+    cache_seconds: float = 0.0
+    cache_bytes: int = 0
+
+
+def carve_validation(examples: list[Example], fraction: float, max_val: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded hold-out of ``fraction`` of the rows (at most ``max_val``, at least 1) for every selection."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_val = min(max_val, max(1, int(round(len(order) * fraction))))
+    if n_val >= len(order):
+        raise DataError(f"too few training rows ({len(order)}) to hold out a validation split")
+    return [examples[i] for i in order[n_val:]], [examples[i] for i in order[:n_val]]
+
+
+def cap(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or n >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(seed + 7919).shuffle(order)
+    return [examples[i] for i in sorted(order[:n])]
+
+
+def load_task(task: str, glue_dir=None, custom: dict[str, CustomTask] | None = None) -> TaskData:
+    if custom and task in custom:
+        c = custom[task]
+        return load_custom_task(task, c.train, c.dev, c.task_type)
+    if task not in GLUE_TASKS:
+        raise DataError(f"unknown task {task!r}: not a GLUE task ({', '.join(GLUE_TASKS)}) and no custom file given")
+    return load_glue_task(task, glue_dir)
+
+
+def prepare(task: str, bb: Backbone, opts: HeadOptions, glue_dir=None, custom=None, cache_depths: Sequence[int] = ()) -> Prepared:
+    data = load_task(task, glue_dir, custom)
+    rows = cap(data.train, opts.max_train, opts.split_seed)
+    train_rows, val_rows = carve_validation(rows, opts.val_fraction, opts.max_val, opts.split_seed)
+    tok = BucketTokenizer(bb.path, max_length=opts.max_length)
+    reg = data.task_type == "regression"
+    dev = {k: encode_examples(cap(v, opts.max_dev, opts.split_seed), tok, reg) for k, v in data.dev.items()}
+    prep = Prepared(data, encode_examples(train_rows, tok, reg), encode_examples(val_rows, tok, reg), dev)
+    if cache_depths:
+        trunk = Trunk.from_state_dict(bb.config, bb.state_dict, sorted(set(cache_depths))).freeze()
+        t0 = time.perf_counter()
+        for name, enc in [("train", prep.train), ("val", prep.val)] + [(f"dev:{k}", v) for k, v in prep.dev.items()]:
+            c = HiddenStateCache(trunk, enc, max_bytes=opts.cache_max_bytes, progress=opts.progress, desc=f"{task} trunk cache ({name})")
+            prep.caches[name] = c
+            prep.cache_bytes += c.nbytes
+        prep.cache_seconds = time.perf_counter() - t0
+    return prep
+
+
+def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int]]:
+    """``(branch depth k, teacher layers n)`` pairs to try, restricted to the trunk's depths."""
+    depths = sorted(set(opts.depths))
+    if opts.branch_layer is not None:
+        if opts.branch_layer not in depths:
+            raise PipelineError(f"branch layer {opts.branch_layer} is not a trunk depth {tuple(depths)} (see --depths)")
+        ks = [opts.branch_layer]
+    elif opts.search:
+        ks = depths
+    else:
+        ks = [depths[-1]]
+    out = []
+    for k in ks:
+        if not 0 <= k < num_hidden_layers:
+            raise PipelineError(f"branch depth {k} leaves no layer to fine-tune (backbone has {num_hidden_layers})")
+        top = num_hidden_layers - k
+        if opts.teacher_layers is not None:
+            ns = [min(opts.teacher_layers, top)]
+        elif opts.search_teacher_layers:
+            ns = list(range(max(1, opts.student_layers), top + 1))
+        else:
+            ns = [top]
+        out.extend((k, n) for n in ns if n >= opts.student_layers)
+    if not out:
+        raise PipelineError(f"no (k, n) leaves room for a {opts.student_layers}-layer student")
+    return out
+
+
+def dev_scores(outputs_fn: Callable[[str], np.ndarray], prep: Prepared) -> dict[str, dict]:
+    out = {}
+    for split, enc in prep.dev.items():
+        score, metrics = evaluate_outputs(outputs_fn(split), enc, prep.data.metric)
+        out[split] = {"score": score, **metrics}
+    return out
+
+
+def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int]], log=print) -> dict:
+    """Teacher + student for each candidate (best by student validation), and the full baseline if asked."""
+    d = prep.data
+    tried = []
+    best = None
+    for k, n in cands:
+        teacher, t_fit = train_teacher(
+            bb, prep.caches["train"], prep.caches["val"], k, n, d.num_labels, d.task_type, d.metric,
+            opts.fit_config(seed), desc=f"{d.name} teacher k={k} n={n} s={seed}",
+        )
+        student, s_fit = train_student(
+            [teacher], prep.caches["train"], prep.caches["val"], k, d.metric,
+            opts.fit_config(seed, epochs=opts.student_epochs), num_layers=opts.student_layers,
+            temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
+            hidden_weight=opts.hidden_weight, desc=f"{d.name} student k={k} m={opts.student_layers} s={seed}",
+        )
+        rec = {"k": k, "n": n, "teacher_val": t_fit.best_score, "student_val": s_fit.best_score,
+               "teacher_seconds": t_fit.seconds, "student_seconds": s_fit.seconds}
+        log(f"  [{d.name} seed {seed}] k={k} n={n}: teacher val {t_fit.best_score:.2f}, student val {s_fit.best_score:.2f}")
+        tried.append(rec)
+        if best is None or s_fit.best_score > best[0]["student_val"]:
+            best = (rec, teacher, student)
+    rec, teacher, student = best
+    k = rec["k"]
+    result = {
+        "seed": seed, "k": k, "n": rec["n"], "m": opts.student_layers, "candidates": tried,
+        "teacher": {"val": rec["teacher_val"], "dev": dev_scores(lambda s: predict_head(teacher, prep.caches[f"dev:{s}"], k), prep),
+                    "seconds": rec["teacher_seconds"]},
+        "student": {"val": rec["student_val"], "dev": dev_scores(lambda s: predict_head(student, prep.caches[f"dev:{s}"], k), prep),
+                    "seconds": rec["student_seconds"]},
+    }
+    if opts.full_baseline:
+        model, f_fit = train_full(
+            bb, prep.train, prep.val, d.num_labels, d.task_type, d.metric,
+            opts.fit_config(seed, lr=opts.full_lr), desc=f"{d.name} full fine-tuning s={seed}",
+        )
+        result["full"] = {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
+                          "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
+        log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f}")
+    result["_teacher"], result["_student"] = teacher, student
+    return result
+
+
+def head_meta(bb: Backbone, d: TaskData, head: Head, k: int, opts: HeadOptions, metrics: dict, training: dict) -> HeadMeta:
+    return HeadMeta(
+        task=d.name, task_type=d.task_type, labels=list(d.labels), branch_layer=k, num_layers=head.num_layers,
+        trunk_fingerprint=trunk_fingerprint(bb.state_dict, k, bb.tokenizer_files()),
+        bert_config=bb.config.to_dict(), backbone=bb.name, max_seq_len=DEFAULT_MAX_SEQ_LEN,
+        metrics=metrics, training=training,
+    )
+
+
+def write_head(folder: Path, bb: Backbone, head: Head, meta: HeadMeta) -> Path:
+    trunk = Trunk.from_state_dict(bb.config, bb.state_dict, (meta.branch_layer,)).freeze()
+    tok = BucketTokenizer(bb.path, max_length=DEFAULT_MAX_SEQ_LEN)
+    return save_head(folder, head, meta, canary=make_canary(trunk, head.eval(), meta.branch_layer, tok))
+
+
+def _mean_dev(results: list[dict], role: str, split: str) -> float:
+    return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
+
+
+def train_task(bb: Backbone, task: str, opts: HeadOptions, out: Path, teachers_out: Path | None,
+               glue_dir=None, custom=None, log=print) -> dict:
+    """All seeds of one task; writes the best-validating seed's student (and teacher)."""
+    t0 = time.perf_counter()
+    cands = candidates(opts, bb.config.num_hidden_layers)
+    prep = prepare(task, bb, opts, glue_dir, custom, cache_depths=[k for k, _ in cands])
+    d = prep.data
+    log(f"[{task}] {len(prep.train)} train / {len(prep.val)} validation rows, "
+        f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
+        f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
+    seeds = []
+    for i, seed in enumerate(opts.seeds):
+        seeds.append(run_seed(bb, prep, opts, seed, cands if i == 0 else [(seeds[0]["k"], seeds[0]["n"])], log))
+    best = max(seeds, key=lambda r: r["student"]["val"])
+    k = best["k"]
+    headline_split = next(iter(prep.dev))
+    summary = {
+        "task": task, "task_type": d.task_type, "metric": d.metric, "labels": d.labels,
+        "train_rows": len(prep.train), "val_rows": len(prep.val), "dev_rows": {k_: len(v) for k_, v in prep.dev.items()},
+        "truncated_train": prep.train.truncated, "cache_bytes": prep.cache_bytes, "cache_seconds": prep.cache_seconds,
+        "k": k, "n": best["n"], "m": opts.student_layers, "headline_split": headline_split,
+        "seeds": [{kk: vv for kk, vv in r.items() if not kk.startswith("_")} for r in seeds],
+        "best_seed": best["seed"],
+    }
+    for role in ("teacher", "student") + (("full",) if opts.full_baseline else ()):
+        summary[f"{role}_dev_mean"] = _mean_dev(seeds, role, headline_split)
+    training = {
+        "teacher_layers": best["n"], "temperature": opts.temperature, "soft_weight": opts.soft_weight,
+        "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],
+        "seeds": list(opts.seeds), "max_train": opts.max_train, "train_rows": len(prep.train),
+        "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search,
+        "candidates": best["candidates"], "fit": opts.fit_config(best["seed"]).to_dict(),
+        "student_epochs": opts.student_epochs or opts.epochs, "data": "glue" if task in GLUE_TASKS and not (custom and task in custom) else "custom",
+    }
+    s_metrics = {"dev": best["student"]["dev"], "validation_score": best["student"]["val"],
+                 "teacher_dev": best["teacher"]["dev"], "dev_mean_over_seeds": summary["student_dev_mean"]}
+    student_dir = write_head(out / task, bb, best["_student"], head_meta(
+        bb, d, best["_student"], k, opts, s_metrics, {**training, "role": "student", "student_layers": opts.student_layers}))
+    summary["student_dir"] = str(student_dir)
+    if teachers_out is not None:
+        t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"]}
+        summary["teacher_dir"] = str(write_head(teachers_out / task, bb, best["_teacher"], head_meta(
+            bb, d, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher"})))
+    summary["seconds"] = time.perf_counter() - t0
+    log(f"[{task}] k={k} n={best['n']} m={opts.student_layers}: dev ({headline_split}) teacher "
+        f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
+        + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
+        + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {student_dir}")
+    return summary
+
+
+def train_heads(
+    tasks: Sequence[str] | str,
+    glue_dir: str | Path | None = None,
+    out: str | Path = "artifacts/heads",
+    max_train: int | dict | None = None,
+    epochs: float = 3.0,
+    teachers_out: str | Path | None = None,
+    backbone: str | Path | None = None,
+    custom: dict | None = None,
+    log: Callable[[str], None] = print,
+    summary_path: str | Path | None = None,
+    **options,
+) -> dict[str, dict]:
+    """Train teacher + distilled student per task; student head folders go to ``out/<task>/``.
+
+    ``max_train`` may be one cap for all tasks or ``{task: cap}``; any ``HeadOptions``
+    field can be passed as a keyword (``seeds``, ``search``, ``branch_layer``,
+    ``student_layers``, ``temperature``, ``full_baseline``, ...). Teachers go to
+    ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
+    """
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if not torch.cuda.is_available() else 8)))
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    out = Path(out)
+    teachers_out = Path(teachers_out) if teachers_out else out.parent / "teachers"
+    glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
+    custom = {k: (v if isinstance(v, CustomTask) else CustomTask(**v) if isinstance(v, dict) else CustomTask(v)) for k, v in (custom or {}).items()}
+    bb = load_backbone(backbone)
+    unknown = set(options) - set(HeadOptions.__dataclass_fields__)
+    if unknown:
+        raise PipelineError(f"unknown options: {sorted(unknown)}")
+    if "seeds" in options:
+        options["seeds"] = tuple(options["seeds"])
+    if "depths" in options:
+        options["depths"] = tuple(options["depths"])
+    results = {}
+    for task in tasks:
+        cap_ = max_train.get(task) if isinstance(max_train, dict) else max_train
+        opts = HeadOptions(max_train=cap_, epochs=epochs, **options)
+        results[task] = train_task(bb, task, opts, out, teachers_out, glue_dir, custom, log)
+    if summary_path:
+        Path(summary_path).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return results
+
+
+def bf16_note() -> str:
+    return "bfloat16 autocast" if bf16_supported() else "float32"
