@@ -3,6 +3,11 @@
 Run on real tokenized sentences (not random ids) so attention masks, padding
 and pair segments are exercised. Raises ``GraphMismatchError`` naming what
 differs; ``VALIDATION_ATOL`` is the stated tolerance on max abs difference.
+
+Per-token outputs (hidden states) are compared at real tokens only: padded
+positions are never read downstream (every attention and the pooler mask them)
+and their values are numerically ill-conditioned (ORT's fused kernels differ
+there by ~1e-4 while real tokens agree to ~3e-6 on MiniLM).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from trunkserve.specs import GraphSpec
+from trunkserve.specs import ATTENTION_MASK, SEQUENCE, GraphSpec
 
 from .errors import GraphMismatchError
 
@@ -97,6 +102,10 @@ def compare_with_torch(
         w = w.numpy()
         if g.shape != w.shape:
             raise GraphMismatchError(f"{spec.name}: output {name} shape {g.shape} != PyTorch {w.shape}")
+        axes = spec.tensor(name).axes
+        if len(axes) > 1 and axes[1] == SEQUENCE and ATTENTION_MASK in feeds:
+            real = np.asarray(feeds[ATTENTION_MASK]).astype(bool)
+            g, w = g[real], w[real]
         diff = float(np.max(np.abs(g - w))) if g.size else 0.0
         if not np.isfinite(diff) or diff > atol:
             raise GraphMismatchError(f"{spec.name}: output {name} differs from PyTorch by {diff:.3e} > {atol:g}")

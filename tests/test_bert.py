@@ -1,0 +1,76 @@
+"""Our export-friendly BERT against Hugging Face's, and the trunk/head split against the whole encoder."""
+
+import numpy as np
+import pytest
+import torch
+
+from trunkserve.bert import mask_bias
+from trunkserve.fingerprint import trunk_fingerprint
+from trunkserve.modules import Head, Trunk
+
+SENTENCES = [("The quick brown fox jumps.", ""), ("Is it raining?", "No, it is sunny."), ("ok", "")]
+
+
+def _feeds(tokenizer):
+    enc = tokenizer.encode([a for a, _ in SENTENCES], [b for _, b in SENTENCES])
+    return {k: torch.from_numpy(v) for k, v in enc.as_dict().items()}
+
+
+def test_trunk_matches_transformers(backbone, tokenizer):
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.BertModel.from_pretrained(str(backbone.path)).eval()
+    feeds = _feeds(tokenizer)
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [2, 4]).eval()
+    with torch.no_grad():
+        want = ref(**feeds, output_hidden_states=True).hidden_states
+        h2, h4 = trunk(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+    keep = feeds["attention_mask"].bool()  # padded positions are never read by a head
+    assert torch.allclose(h2[keep], want[2][keep], atol=1e-4)
+    assert torch.allclose(h4[keep], want[4][keep], atol=1e-4)
+
+
+def test_trunk_runs_only_to_deepest_depth(backbone):
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [1, 3])
+    assert len(trunk.layers) == 3 and trunk.depths == (1, 3)
+    with pytest.raises(ValueError):
+        Trunk(backbone.config, [7])
+
+
+def test_trunk_plus_head_layers_equal_whole_encoder(backbone, tokenizer):
+    feeds = _feeds(tokenizer)
+    full = Trunk.from_state_dict(backbone.config, backbone.state_dict, [6]).eval()
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [3]).eval()
+    head = Head.from_backbone_layers(backbone.config, backbone.state_dict, 3, 3, 2).eval()
+    with torch.no_grad():
+        (whole,) = full(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+        (h,) = trunk(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+        for layer in head.layers:
+            h = layer(h, mask_bias(feeds["attention_mask"]))
+    assert torch.equal(h, whole)
+
+
+def test_fingerprint_is_stable_and_sensitive(backbone, trunk):
+    files = backbone.tokenizer_files()
+    fp = trunk_fingerprint(backbone.state_dict, 3, files)
+    assert fp == trunk_fingerprint(trunk.state_dict(), 3, files)  # HF names or Trunk names, same hash
+    assert fp != trunk_fingerprint(backbone.state_dict, 2, files)
+    # a layer above the depth does not matter, one below does
+    changed = dict(backbone.state_dict)
+    changed["encoder.layer.5.output.dense.bias"] = changed["encoder.layer.5.output.dense.bias"] + 1
+    assert trunk_fingerprint(changed, 3, files) == fp
+    changed["encoder.layer.0.output.dense.bias"] = changed["encoder.layer.0.output.dense.bias"] + 1e-3
+    assert trunk_fingerprint(changed, 3, files) != fp
+    assert trunk_fingerprint(backbone.state_dict, 3, files[:1]) != fp
+
+
+def test_head_outputs(backbone):
+    reg = Head(backbone.config, 1, 5, "regression")
+    assert reg.num_labels == 1
+    hidden = torch.randn(2, 8, backbone.config.hidden_size)
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    clf = Head(backbone.config, 0, 3).eval()
+    logits, probs = clf.serving_outputs(hidden, mask)
+    assert logits.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(-1).detach().numpy(), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError):
+        Head(backbone.config, 1, 2, "ranking")

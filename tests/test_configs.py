@@ -1,0 +1,61 @@
+"""Every generated config, for every backend, parses back into Triton's ModelConfig."""
+
+import pytest
+from tritonclient.grpc import model_config_pb2
+
+from export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
+from export.repository import build_repository
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def repo_per_backend(request, tmp_path_factory, head_dirs):
+    out = tmp_path_factory.mktemp(request.param) / "repo"
+    opts = ServingOptions(backend=request.param, head_instances=2, ort_intra_op_threads=1)
+    return request.param, build_repository(list(head_dirs.values()), out=out, depths=[3], options=opts).repo
+
+
+def _configs(repo):
+    return {p.parent.name: parse_pbtxt(p.read_text()) for p in repo.glob("*/config.pbtxt")}
+
+
+def test_all_configs_parse(repo_per_backend):
+    backend, repo = repo_per_backend
+    cfgs = _configs(repo)
+    assert set(cfgs) == {"tokenizer", "trunk", "head_sst2", "head_mrpc", "head_stsb", "sst2", "mrpc", "stsb", "multitask"}
+    for name, cfg in cfgs.items():
+        assert isinstance(cfg, model_config_pb2.ModelConfig) and cfg.name == name
+        assert parse_pbtxt(to_pbtxt(cfg)) == cfg
+
+
+def test_backend_specifics(repo_per_backend):
+    backend, repo = repo_per_backend
+    trunk = read_config(repo / "trunk")
+    head = read_config(repo / "head_sst2")
+    assert read_config(repo / "tokenizer").backend == "python"
+    if backend == "python-onnxruntime":
+        assert trunk.backend == "python" and trunk.parameters["onnx_file"].string_value == "model.onnx"
+        assert (repo / "trunk" / "1" / "model.py").exists()
+    elif backend == "onnxruntime":
+        assert trunk.backend == "onnxruntime" and trunk.default_model_filename == "model.onnx"
+        assert trunk.parameters["intra_op_thread_count"].string_value == "1"
+    else:
+        assert trunk.platform == "tensorrt_plan" and trunk.default_model_filename == "model.plan"
+        assert head.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert head.instance_group[0].count == 2
+    assert trunk.dynamic_batching.max_queue_delay_microseconds > 0 and head.dynamic_batching.preferred_batch_size
+
+
+def test_ensembles_route_through_trunk(repo_per_backend):
+    _, repo = repo_per_backend
+    multi = read_config(repo / "multitask")
+    steps = [s.model_name for s in multi.ensemble_scheduling.step]
+    assert steps[:2] == ["tokenizer", "trunk"] and sorted(steps[2:]) == ["head_mrpc", "head_sst2", "head_stsb"]
+    outs = {o.name: o for o in multi.output}
+    assert outs["sst2_probabilities"].label_filename == "sst2_labels.txt"
+    assert (repo / "multitask" / "sst2_labels.txt").read_text().split() == ["negative", "positive"]
+    assert list(outs["stsb_score"].dims) == [1] and not outs["stsb_score"].label_filename
+    head_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_sst2")
+    assert head_step.input_map["hidden_states"] == "hidden_3"
+    trunk = read_config(repo / "trunk")
+    assert trunk.parameters["depths"].string_value == "3"
+    assert len(trunk.parameters["fingerprint_3"].string_value) == 16
