@@ -102,6 +102,7 @@ class HeadOptions:
     bf16: bool | None = None
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
     progress: bool = True
+    mkdm: bool = False  # with several seeds, also distil one student from all seeds' teachers (reported only)
 
     def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
         return FitConfig(
@@ -293,6 +294,17 @@ def train_task(bb: Backbone, task: str, opts: HeadOptions, out: Path, teachers_o
     }
     for role in ("teacher", "student") + (("full",) if opts.full_baseline else ()):
         summary[f"{role}_dev_mean"] = _mean_dev(seeds, role, headline_split)
+        summary[f"{role}_dev_std"] = float(np.std([r[role]["dev"][headline_split]["score"] for r in seeds]))
+    if opts.mkdm and len(seeds) > 1:
+        teachers = [r["_teacher"] for r in seeds if r["k"] == k]
+        mk, mk_fit = train_student(
+            teachers, prep.caches["train"], prep.caches["val"], k, d.metric,
+            opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=opts.student_layers,
+            temperature=opts.temperature, desc=f"{task} MKDM student ({len(teachers)} teachers)",
+        )
+        summary["mkdm"] = {"teachers": len(teachers), "val": mk_fit.best_score,
+                           "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
+        log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {summary['mkdm']['dev'][headline_split]['score']:.2f}")
     training = {
         "teacher_layers": best["n"], "temperature": opts.temperature, "soft_weight": opts.soft_weight,
         "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],

@@ -1,0 +1,148 @@
+"""Trunk cache, frozen trunk, distillation loss, student learning and the head artefact, on small subsets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trunkserve.artifacts import load_head, read_canary
+from trunkserve.fingerprint import trunk_fingerprint
+from trunkserve.modules import Head, Trunk
+from trunkserve.tokenization import BucketTokenizer
+
+from training.cache import HiddenStateCache
+from training.data.encode import encode_examples, pad_tokens
+from training.data.glue import default_glue_dir
+from training.data.types import Example
+from training.distill import DistillError, distillation_loss, init_student, soft_cross_entropy, train_student
+from training.loop import FitConfig
+from training.metrics import compute_metrics
+from training.pipeline import HeadOptions, PipelineError, candidates, prepare, run_seed, train_heads
+from training.teacher import predict_head, train_teacher
+
+GLUE = default_glue_dir()
+needs_glue = pytest.mark.skipif(not (GLUE / "SST-2/train.tsv").exists(), reason="shared GLUE data not present")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def bb():
+    from trunkserve.backbone import load_backbone
+
+    return load_backbone()
+
+
+@pytest.fixture(scope="module")
+def sst2(bb):
+    """300 SST-2 training rows, trunk states cached at depths 3 and 5."""
+    opts = HeadOptions(max_train=330, max_val=30, max_dev=100, progress=False)
+    return prepare("sst2", bb, opts, GLUE, cache_depths=(3, 5))
+
+
+def test_distillation_loss_hand_computed():
+    s = torch.tensor([[1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0]])
+    T = 2.0
+    # teacher probs at T=2: softmax([0, .5]) ; student log-probs at T=2: log softmax([.5, 0])
+    pt = [1 / (1 + math.exp(0.5)), 1 / (1 + math.exp(-0.5))]
+    ls = [0.5 - math.log(math.exp(0.5) + 1), 0.0 - math.log(math.exp(0.5) + 1)]
+    soft = -(pt[0] * ls[0] + pt[1] * ls[1]) * T * T
+    hard = -(1.0 - math.log(math.e + 1))  # CE of label 0 under logits [1, 0]
+    probs = torch.softmax(t / T, dim=-1)
+    assert soft_cross_entropy(s, probs, T).item() == pytest.approx(soft, rel=1e-6)
+    loss = distillation_loss(s, probs, torch.tensor([0]), "classification", T, soft_weight=1.0, hard_weight=1.0)
+    assert loss.item() == pytest.approx(soft + hard, rel=1e-6)
+    half = distillation_loss(s, probs, torch.tensor([0]), "classification", T, soft_weight=0.5, hard_weight=0.0)
+    assert half.item() == pytest.approx(soft / 2, rel=1e-6)
+    # regression: MSE to the teacher's score + MSE to the label
+    r = distillation_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [2.0]]), torch.tensor([0.0, 3.0]), "regression")
+    assert r.item() == pytest.approx((0.25 + 0) / 2 + (1 + 1) / 2)
+
+
+def test_cache_matches_fresh_trunk_pass(bb, sst2):
+    cache = sst2.caches["train"]
+    idx = [0, 5, 17, 42]
+    trunk = Trunk.from_state_dict(bb.config, bb.state_dict, (3, 5)).eval()
+    with torch.no_grad():
+        t = pad_tokens(sst2.train, idx)
+        fresh = trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])
+    for d, h in zip((3, 5), fresh):
+        hidden, mask = cache.batch(idx, d)
+        assert torch.equal(mask, t["attention_mask"])
+        m = mask.bool()
+        torch.testing.assert_close(hidden[m], h[m], atol=2e-2, rtol=2e-3)  # float16 storage
+        assert hidden[~m].abs().max() == 0 if (~m).any() else True
+    # a cache bounded to a few examples recomputes the rest and agrees exactly with the full cache
+    small = HiddenStateCache(trunk, sst2.train, max_bytes=1 << 20)
+    assert 0 < small.n_cached < len(sst2.train)
+    far = [len(sst2.train) - 1, 1, small.n_cached + 3]
+    for d in (3, 5):
+        torch.testing.assert_close(small.batch(far, d)[0], cache.batch(far, d)[0], atol=1e-3, rtol=0)
+
+
+def test_trunk_frozen_bit_identical_and_student_init(bb, sst2):
+    trunk = sst2.caches["train"].trunk
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    bb_before = {k: v.clone() for k, v in bb.state_dict.items()}
+    opts = HeadOptions(epochs=1, progress=False, full_baseline=True, max_val=30)
+    res = run_seed(bb, sst2, opts, seed=0, cands=[(3, 3)], log=lambda *_: None)
+    assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
+    assert all(not p.requires_grad for p in trunk.parameters())
+    assert all(torch.equal(bb_before[k], v) for k, v in bb.state_dict.items())
+    teacher = res["_teacher"]
+    assert teacher.num_layers == 3 and res["_student"].num_layers == 1
+    for name in ("pooler.dense.weight", "classifier.weight"):
+        assert not torch.equal(teacher.state_dict()[name], bb_before.get(name, torch.zeros(1)))
+    student = init_student(teacher, 2)
+    assert torch.equal(student.state_dict()["layers.1.output.dense.weight"], teacher.state_dict()["layers.1.output.dense.weight"])
+    assert torch.equal(student.state_dict()["classifier.weight"], teacher.state_dict()["classifier.weight"])
+    with pytest.raises(DistillError):
+        init_student(teacher, 4)
+
+
+def test_student_beats_random_head(bb, sst2):
+    train, val = sst2.caches["train"], sst2.caches["val"]
+    cfg = FitConfig(epochs=3, lr=2e-4, progress=False, evals_per_epoch=1, patience=10)
+    teacher, _ = train_teacher(bb, train, val, 5, 1, 2, "classification", "sst2", cfg)
+    student, _ = train_student([teacher], train, val, 5, "sst2", cfg, num_layers=1)
+    random_head = Head(bb.config, 1, 2).eval()
+    acc = lambda h: compute_metrics("sst2", predict_head(h, train, 5), sst2.train.labels)["accuracy"]  # noqa: E731
+    assert acc(student) > acc(random_head) + 0.15
+    assert acc(student) > 0.75
+
+
+def test_candidates_respect_trunk_depths():
+    assert candidates(HeadOptions(depths=(2, 4), search=True), 6) == [(2, 4), (4, 2)]
+    assert candidates(HeadOptions(depths=(2, 4)), 6) == [(4, 2)]
+    assert candidates(HeadOptions(depths=(2, 4), branch_layer=2, teacher_layers=3), 6) == [(2, 3)]
+    with pytest.raises(PipelineError):
+        candidates(HeadOptions(depths=(2, 4), branch_layer=3), 6)
+    with pytest.raises(PipelineError):
+        candidates(HeadOptions(depths=(5,), student_layers=2), 6)
+
+
+@needs_glue
+def test_train_heads_writes_exportable_heads(bb, tmp_path):
+    res = train_heads(["stsb"], glue_dir=GLUE, out=tmp_path / "heads", max_train=250, epochs=1, max_val=30,
+                      max_dev=60, depths=(3,), progress=False, log=lambda *_: None)
+    head, meta = load_head(tmp_path / "heads/stsb")
+    assert meta.task == "stsb" and meta.task_type == "regression" and meta.labels == ["score"]
+    assert meta.branch_layer == 3 and meta.num_layers == 1 == head.num_layers
+    assert meta.trunk_fingerprint == trunk_fingerprint(bb.state_dict, 3, bb.tokenizer_files())
+    assert meta.training["role"] == "student" and meta.training["temperature"] == 2.0
+    assert "pearson" in meta.metrics["dev"]["dev"] and res["stsb"]["k"] == 3
+    canary = read_canary(tmp_path / "heads/stsb")
+    assert len(canary["outputs"]["score"]) == len(canary["texts"])
+    _, tmeta = load_head(tmp_path / "teachers/stsb")
+    assert tmeta.num_layers == 3 and tmeta.training["role"] == "teacher"
+    # the canary is reproducible from the folder alone
+    trunk = Trunk.from_state_dict(bb.config, bb.state_dict, (3,)).eval()
+    tok = BucketTokenizer(bb.path, max_length=meta.max_seq_len)
+    enc = tok.encode([a for a, _ in canary["texts"]], [b for _, b in canary["texts"]])
+    t = {k: torch.from_numpy(v) for k, v in enc.as_dict().items()}
+    with torch.no_grad():
+        out = head(trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])[0], t["attention_mask"])
+    np.testing.assert_allclose(out.numpy(), np.array(canary["outputs"]["score"]), atol=1e-4)
