@@ -1,0 +1,80 @@
+"""``python -m client`` as a subprocess against the real server: answers and every error case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from servertools import torch_reference
+from trunkserve.server import free_port
+
+pytestmark = pytest.mark.server
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _lines(proc):
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_infer_single_task_matches_pytorch(server, trunk, tokenizer, head_dirs):
+    texts = ["a great movie", "a dreadful, boring mess"]
+    out = _lines(run_cli("infer", "--url", server.http_url, "--task", "sst2", *texts))
+    want = torch_reference(trunk, tokenizer, head_dirs["sst2"], texts)
+    for item, logits, probs in zip(out, want["logits"], want["probabilities"]):
+        np.testing.assert_allclose(item["logits"], logits, atol=1e-4)
+        assert item["label"] == ["negative", "positive"][int(np.argmax(probs))]
+        assert abs(sum(item["probabilities"].values()) - 1) < 1e-4
+        assert item["latency_ms"] > 0 and item["truncated"] is False
+
+
+def test_infer_pair_over_grpc(server, trunk, tokenizer, head_dirs):
+    out = _lines(
+        run_cli("infer", "--url", server.grpc_url, "--protocol", "grpc", "--task", "mrpc", "He left early.", "--pair", "He went home early.")
+    )
+    want = torch_reference(trunk, tokenizer, head_dirs["mrpc"], ["He left early."], ["He went home early."])
+    assert out[0]["text_pair"] == "He went home early."
+    np.testing.assert_allclose(out[0]["logits"], want["logits"][0], atol=1e-4)
+
+
+def test_multitask_from_jsonl(server, tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "fine film"}\n{"text": "A man sings.", "text_pair": "A man is singing."}\n{"text": "third"}\n')
+    out = _lines(run_cli("infer", "--url", server.http_url, "--task", "multitask", "--file", str(f), "--batch-size", "2"))
+    assert len(out) == 3
+    assert set(out[1]["results"]) == {"sst2", "mrpc", "stsb"}
+    assert isinstance(out[1]["results"]["stsb"]["score"], float)
+    assert out[0]["latency_ms"] == out[1]["latency_ms"] != out[2]["latency_ms"]  # per request
+
+
+def test_tasks_lists_served(server):
+    assert json.loads(run_cli("tasks", "--url", server.http_url).stdout)["tasks"] == ["mrpc", "sst2", "stsb", "multitask"]
+
+
+def test_unknown_task_lists_served(server):
+    p = run_cli("infer", "--url", server.http_url, "--task", "sentiment", "hello")
+    assert p.returncode == 4 and "unknown task 'sentiment'" in p.stderr and "sst2" in p.stderr
+
+
+def test_empty_text(server):
+    p = run_cli("infer", "--url", server.http_url, "--task", "sst2", "  ")
+    assert p.returncode == 2 and "empty" in p.stderr
+
+
+def test_too_long_text_is_truncated_and_said(server):
+    p = run_cli("infer", "--url", server.http_url, "--task", "sst2", "very long " * 300)
+    out = _lines(p)
+    assert out[0]["truncated"] is True and "truncated" in p.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_server_unreachable(protocol):
+    p = run_cli("infer", "--url", f"localhost:{free_port()}", "--protocol", protocol, "--task", "sst2", "x", "--timeout", "5")
+    assert p.returncode == 3 and "cannot reach Triton" in p.stderr

@@ -1,0 +1,107 @@
+"""The real tritonserver on the real exported repository: parity, ensembles, pruning, reloads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from servertools import execution_counts, infer, load_count, torch_reference
+from trunkserve.server import TritonProcess
+
+pytestmark = pytest.mark.server
+
+SENTENCES = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
+    "a sometimes tedious film .",
+]
+PAIRS = ["", "grim and hopeless", "", "it is a dull movie ."]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    c = httpclient.InferenceServerClient(server.http_url)
+    yield c
+    c.close()
+
+
+def test_multitask_matches_pytorch(client, trunk, tokenizer, head_dirs):
+    outputs = ["sst2_logits", "sst2_probabilities", "mrpc_logits", "stsb_score"]
+    result = infer(client, "multitask", SENTENCES, outputs, PAIRS)
+    for task in ("sst2", "mrpc", "stsb"):
+        want = torch_reference(trunk, tokenizer, head_dirs[task], SENTENCES, PAIRS)
+        key = "score" if task == "stsb" else "logits"
+        got = result.as_numpy(f"{task}_{key}")
+        assert got.shape == want[key].shape
+        np.testing.assert_allclose(got, want[key], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(result.as_numpy("sst2_probabilities").sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task, outputs", [("sst2", ["logits", "probabilities"]), ("mrpc", ["logits", "probabilities"]), ("stsb", ["score"])])
+def test_each_task_ensemble_answers(client, trunk, tokenizer, head_dirs, task, outputs):
+    result = infer(client, task, SENTENCES[:2], [*outputs, "truncated"], PAIRS[:2])
+    want = torch_reference(trunk, tokenizer, head_dirs[task], SENTENCES[:2], PAIRS[:2])
+    for name in outputs:
+        np.testing.assert_allclose(result.as_numpy(name), want[name], atol=1e-4, rtol=0)
+    assert result.as_numpy("truncated").tolist() == [[False], [False]]
+
+
+def test_classification_extension_gives_label_names(client):
+    r = client.infer(
+        "sst2",
+        [*__import__("servertools").text_inputs(["what a film"])],
+        outputs=[httpclient.InferRequestedOutput("probabilities", class_count=2)],
+    )
+    labels = sorted(e.decode().split(":", 2)[2] for e in r.as_numpy("probabilities")[0])
+    assert labels == ["negative", "positive"]
+
+
+def test_multitask_runs_only_requested_heads(client):
+    heads = ["head_sst2", "head_mrpc", "head_stsb", "trunk"]
+    before = execution_counts(client, heads)
+    infer(client, "multitask", ["only sst2 please"], ["sst2_probabilities"])
+    after = execution_counts(client, heads)
+    assert after["head_sst2"] == before["head_sst2"] + 1
+    assert after["trunk"] == before["trunk"] + 1
+    assert after["head_mrpc"] == before["head_mrpc"] and after["head_stsb"] == before["head_stsb"]
+
+
+def test_bad_requests_get_errors_and_server_keeps_serving(client):
+    with pytest.raises(Exception, match="empty"):
+        infer(client, "sst2", ["   "], ["probabilities"])
+    bad = httpclient.InferInput("input_ids", [1, 4], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(Exception, match="(?i)data.?type|datatype|expected"):
+        client.infer("trunk", [bad])
+    with pytest.raises(Exception, match="(?i)unknown model|not found"):
+        infer(client, "nope", ["x"], ["probabilities"])
+    assert infer(client, "sst2", ["still fine"], ["probabilities"]).as_numpy("probabilities").shape == (1, 2)
+
+
+def test_reloading_ensembles_does_not_reload_trunk(server, client):
+    trunk_dir = Path(server.repository) / "trunk" / "1"
+    files_before = sorted(p.name for p in trunk_dir.rglob("*"))
+    assert load_count(server.log_text(), "trunk") == 1
+    client.load_model("multitask")
+    client.load_model("sst2")
+    assert client.is_model_ready("trunk")
+    assert load_count(server.log_text(), "trunk") == 1, server.log_tail()
+    assert sorted(p.name for p in trunk_dir.rglob("*")) == files_before
+
+
+def test_without_precompiled_shim_the_trunk_would_reload(built_repo, tmp_path):
+    """Control for the test above: the stub's __pycache__ really does trigger a reload."""
+    repo = tmp_path / "repo"
+    shutil.copytree(built_repo.repo, repo, ignore=shutil.ignore_patterns("head_mrpc", "head_stsb", "mrpc", "stsb", "multitask"))
+    shutil.rmtree(repo / "trunk" / "1" / "__pycache__")
+    with TritonProcess(repo, tmp_path / "log.txt", extra_args=["--model-control-mode=explicit", "--load-model=sst2"]) as srv:
+        c = httpclient.InferenceServerClient(srv.http_url)
+        infer(c, "sst2", ["hello"], ["probabilities"])
+        assert (repo / "trunk" / "1" / "__pycache__").exists()
+        c.load_model("sst2")
+        assert load_count(srv.log_text(), "trunk") == 2
