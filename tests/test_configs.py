@@ -59,3 +59,20 @@ def test_ensembles_route_through_trunk(repo_per_backend):
     trunk = read_config(repo / "trunk")
     assert trunk.parameters["depths"].string_value == "3"
     assert len(trunk.parameters["fingerprint_3"].string_value) == 16
+
+
+def test_tensorrt_plan_commands(repo_per_backend):
+    from export.errors import ExportError
+    from export.tensorrt import build_plans
+
+    backend, repo = repo_per_backend
+    if backend != "tensorrt":
+        with pytest.raises(ExportError, match="no tensorrt_plan"):
+            build_plans(repo, dry_run=True)
+        return
+    cmds = {c[1].split("/")[-3]: c for c in build_plans(repo, max_seq_len=128, dry_run=True)}
+    assert set(cmds) == {"trunk", "head_sst2", "head_mrpc", "head_stsb"}
+    trunk = cmds["trunk"]
+    assert "--maxShapes=input_ids:64x128,attention_mask:64x128,token_type_ids:64x128" in trunk
+    assert any(a.startswith("--saveEngine=") and a.endswith("trunk/1/model.plan") for a in trunk)
+    assert "--minShapes=hidden_states:1x1x384,attention_mask:1x1" in cmds["head_sst2"]

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+GLUE_DIR ?= $(abspath ../shared/glue)
+export GLUE_DIR
+
+.PHONY: setup demo heads repository serve test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m trunkserve.preflight
+	touch $@
+
+# Train small demo heads (capped GLUE subsets), build the repository, serve, call, stop.
+demo: setup heads repository
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m trunkserve.demo --repo model_repository
+
+heads: setup
+	$(PY) -m training train-heads --demo --out artifacts/heads
+
+repository: setup
+	$(PY) -m export build --heads artifacts/heads --out model_repository
+
+# Serve in the foreground (Ctrl-C stops it): the launcher is the `tritonserver` command in the venv.
+serve: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH tritonserver --model-repository model_repository
+
+test: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build model_repository/*/ artifacts
