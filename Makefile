@@ -22,7 +22,7 @@ demo: setup heads repository
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m trunkserve.demo --repo model_repository
 
 heads: setup
-	$(PY) -m training train-heads --demo --out artifacts/heads
+	$(PY) -m training demo --out artifacts/heads
 
 repository: setup
 	$(PY) -m export build --heads artifacts/heads --out model_repository
