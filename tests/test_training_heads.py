@@ -146,3 +146,23 @@ def test_train_heads_writes_exportable_heads(bb, tmp_path):
     with torch.no_grad():
         out = head(trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])[0], t["attention_mask"])
     np.testing.assert_allclose(out.numpy(), np.array(canary["outputs"]["score"]), atol=1e-4)
+
+
+def test_custom_task_end_to_end_and_cli(bb, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    pos = ["a wonderful, moving film", "great acting and a clever plot", "i loved every minute", "superb and funny"]
+    neg = ["a dull, lifeless mess", "boring and far too long", "i hated every minute", "awful script and acting"]
+    rows = [{"text": t, "label": "good"} for t in pos] + [{"text": t, "label": "bad"} for t in neg]
+    f = tmp_path / "reviews.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows * 6) + "\n")
+    train_heads("reviews", out=tmp_path / "heads", custom={"reviews": {"train": str(f), "dev": str(f)}}, epochs=1,
+                max_val=8, depths=(4,), progress=False, log=lambda *_: None)
+    head, meta = load_head(tmp_path / "heads/reviews")
+    assert meta.labels == ["bad", "good"] and meta.training["data"] == "custom" and meta.branch_layer == 4
+    # the CLI reports data errors cleanly (exit 2, the missing file named)
+    r = subprocess.run([sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(tmp_path),
+                        "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "RTE/train.tsv" in r.stderr
