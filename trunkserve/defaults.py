@@ -5,7 +5,7 @@ trunk runs up to the deepest branch depth and every head reads one of them.
 The value is chosen by the GLUE study in ``reports/glue.md`` (training package).
 """
 
-DEFAULT_DEPTHS = (3,)
+DEFAULT_DEPTHS = (4,)
 DEFAULT_MAX_SEQ_LEN = 128
 DEFAULT_BUCKETS = (16, 32, 64, 128)
 ONNX_OPSET = 17
