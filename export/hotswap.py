@@ -49,7 +49,7 @@ from trunkserve.modules import REGRESSION, HeadGraph
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
 
 from . import configs
-from .configs import MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
+from .configs import LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
 from .errors import ExportError, GraphMismatchError, RepositoryError
 from .repo_lock import RepositoryLock, RepositoryLocked  # noqa: F401  (re-exported)
 from .repository import (
@@ -562,7 +562,12 @@ def _rewrite_multitask(repo: Path, opts: ServingOptions, server: ServerControl |
             server.load(MULTITASK)
 
     tx.on_failure("restore multitask", undo)
+    entries = scan_heads(repo) if entries is None else list(entries)
     write_multitask_ensemble(repo, opts, entries)
+    keep = {f"{e.task}_{LABELS_FILE}" for e in entries}
+    for stale in folder.glob(f"*_{LABELS_FILE}"):  # a removed task's label file
+        if stale.name not in keep:
+            stale.unlink()
     if server is not None:
         server.load(MULTITASK)
 

@@ -1,0 +1,219 @@
+"""Hot-swap without a server: validation refuses bad heads and leaves the repository untouched,
+the lock serialises concurrent operations, and the offline add/swap/rollback/remove cycle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import onnx
+import pytest
+
+from export import configs
+from export.hotswap import HeadRejected, HotswapError, add_head, list_heads, remove_head, rollback_head, swap_head
+from export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
+from trunkserve.artifacts import HeadMeta, save_head
+from trunkserve.modules import Head
+from trunkserve.synthetic import make_untrained_head
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_digest(repo: Path) -> dict[str, str]:
+    """Every file under the repository (the lock file aside) and its content hash."""
+    return {
+        p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
+
+
+def leftovers(repo: Path) -> list[str]:
+    """Staging folders an operation failed to clean up (they live next to the repository)."""
+    return [p.name for p in repo.parent.iterdir() if p.name.startswith(f".{repo.name}.hotswap-")]
+
+
+def multitask_heads(repo: Path) -> list[str]:
+    return sorted(s.model_name for s in configs.read_config(repo / "multitask").ensemble_scheduling.step if s.model_name.startswith("head_"))
+
+
+def copy_head(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src, dst)
+    raw = json.loads((dst / "head.json").read_text())
+    raw.update(changes)
+    (dst / "head.json").write_text(json.dumps(raw))
+    return dst
+
+
+@pytest.fixture
+def repo(built_repo, tmp_path):
+    out = tmp_path / "deploy" / "model_repository"
+    shutil.copytree(built_repo.repo, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def new_heads(tmp_path_factory, backbone, trunk):
+    """Good heads for new tasks and a second version of ``cola``."""
+    root = tmp_path_factory.mktemp("new_heads")
+    make = lambda name, task, seed, **kw: make_untrained_head(backbone, root / name, task, seed=seed, trunk=trunk, **kw)  # noqa: E731
+    return {
+        "cola": make("cola", "cola", 10, labels=["unacceptable", "acceptable"]),
+        "cola_v2": make("cola_v2", "cola", 11, labels=["unacceptable", "acceptable"]),
+        "qnli": make("qnli", "qnli", 12, labels=["entailment", "not_entailment"]),
+        "depth2": make("depth2", "depthtwo", 13, branch_layer=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_heads(tmp_path_factory, new_heads, built_repo, backbone):
+    """One artefact per way a head can be wrong, each with the message that must explain it."""
+    root = tmp_path_factory.mktemp("bad_heads")
+    good = new_heads["cola"]
+    bad = {}
+    corrupt = copy_head(good, root / "corrupt_onnx")
+    (corrupt / "head.onnx").write_bytes(b"\x08\x07this is not an onnx protobuf" * 50)
+    bad["corrupt_onnx"] = (corrupt, "not a valid ONNX model")
+
+    wrong_dims = copy_head(good, root / "onnx_wrong_hidden")
+    model = onnx.load(str(built_repo.repo / "head_sst2" / "1" / "model.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 256
+    onnx.save(model, str(wrong_dims / "head.onnx"))
+    bad["onnx_wrong_hidden"] = (wrong_dims, r"input hidden_states dims .*256.*384")
+
+    # a consistent artefact for a 128-wide BERT: head.json and weights agree, the trunk does not
+    cfg = backbone.config.to_dict() | {"hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 2}
+    meta = HeadMeta(task="narrow", task_type="classification", labels=["a", "b"], branch_layer=3, num_layers=1,
+                    trunk_fingerprint=json.loads((good / "head.json").read_text())["trunk_fingerprint"], bert_config=cfg)
+    bad["wrong_hidden_size"] = (save_head(root / "narrow", Head(meta.config, 1, 2, "classification"), meta), "hidden size 128, the trunk outputs 384")
+
+    bad["wrong_fingerprint"] = (copy_head(good, root / "fp", trunk_fingerprint="0123456789abcdef"), "was trained on trunk 0123456789abcdef")
+    bad["wrong_depth"] = (new_heads["depth2"], r"reads depth 2, the deployed trunk exposes depths \[3\]")
+    bad["illegal_name"] = (copy_head(good, root / "illegal", task="Cola-Task!"), "invalid task name 'Cola-Task!'")
+    bad["no_labels"] = (copy_head(good, root / "nolabels", labels=[]), "needs at least 2 labels")
+    canary = copy_head(good, root / "bad_canary")
+    c = json.loads((canary / "canary.json").read_text())
+    c["outputs"]["logits"] = [[v + 0.5 for v in row] for row in c["outputs"]["logits"]]
+    (canary / "canary.json").write_text(json.dumps(c))
+    bad["canary_mismatch"] = (canary, "offline canary on the deployed trunk failed")
+    return bad
+
+
+BAD = ["corrupt_onnx", "onnx_wrong_hidden", "wrong_hidden_size", "wrong_fingerprint", "wrong_depth", "illegal_name", "no_labels", "canary_mismatch"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_head_is_refused_and_repository_unchanged(repo, bad_heads, kind):
+    head_dir, message = bad_heads[kind]
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match=message):
+        add_head(head_dir, repo)
+    assert tree_digest(repo) == before
+    assert leftovers(repo) == []
+
+
+def test_duplicate_task_is_refused(repo, head_dirs):
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match="'sst2' is already deployed.*use swap-head"):
+        add_head(head_dirs["sst2"], repo)
+    assert tree_digest(repo) == before
+
+
+def test_valid_pre_exported_onnx_is_accepted(repo, new_heads, built_repo, tmp_path):
+    """The head.onnx path is not only a way to fail: a correct graph is validated and served as given."""
+    head = shutil.copytree(new_heads["cola"], tmp_path / "cola_onnx")
+    from export.onnx_export import export_head
+    from trunkserve.artifacts import load_head
+
+    export_head(load_head(head)[0], "cola", head / "head.onnx")
+    add_head(head, repo)
+    assert (repo / "head_cola" / "1" / "model.onnx").read_bytes() == (head / "head.onnx").read_bytes()
+
+
+def test_offline_add_swap_rollback_remove(repo, new_heads):
+    r = add_head(new_heads["cola"], repo)
+    assert r.canary_diff is not None and r.canary_diff < 1e-4
+    assert multitask_heads(repo) == ["head_cola", "head_mrpc", "head_sst2", "head_stsb"]
+    assert (repo / "cola" / "config.pbtxt").exists()
+    assert (repo / "multitask" / "cola_labels.txt").read_text().split() == ["unacceptable", "acceptable"]
+    swap_head(new_heads["cola_v2"], repo)
+    row = {r["task"]: r for r in list_heads(repo)}["cola"]
+    assert row["versions"] == [1, 2] and row["serving_version"] == 2
+    v2 = (repo / "head_cola" / "2" / "model.onnx").read_bytes()
+    assert v2 != (repo / "head_cola" / "1" / "model.onnx").read_bytes()
+    rollback_head("cola", repo)
+    assert {r["task"]: r for r in list_heads(repo)}["cola"]["versions"] == [1]
+    with pytest.raises(HotswapError, match="nothing to roll back to"):
+        rollback_head("cola", repo)
+    remove_head("cola", repo)
+    assert not (repo / "head_cola").exists() and not (repo / "cola").exists()
+    assert multitask_heads(repo) == ["head_mrpc", "head_sst2", "head_stsb"]
+    assert not (repo / "multitask" / "cola_labels.txt").exists()
+    assert leftovers(repo) == []
+
+
+def test_swap_refuses_a_changed_interface(repo, new_heads, backbone, trunk, tmp_path):
+    add_head(new_heads["cola"], repo)
+    three = make_untrained_head(backbone, tmp_path / "cola3", "cola", labels=["a", "b", "c"], seed=3, trunk=trunk)
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match="must keep the interface.*num_labels 2 -> 3"):
+        swap_head(three, repo)
+    with pytest.raises(HeadRejected, match="not deployed.*use add-head"):
+        swap_head(new_heads["qnli"], repo)
+    assert tree_digest(repo) == before
+
+
+def test_removing_the_last_head_is_refused(repo):
+    remove_head("mrpc", repo)
+    remove_head("stsb", repo)
+    with pytest.raises(HotswapError, match="last head"):
+        remove_head("sst2", repo)
+    with pytest.raises(HotswapError, match="invalid task name"):
+        remove_head("../trunk", repo)
+
+
+def test_second_operation_waits_then_fails_clearly_on_a_held_lock(repo, new_heads):
+    before = tree_digest(repo)
+    with RepositoryLock(repo, "add-head someone-else"):
+        with pytest.raises(RepositoryLocked, match="locked by another operation.*add-head someone-else"):
+            add_head(new_heads["cola"], repo, lock_timeout_s=0.5)
+    assert tree_digest(repo) == before
+    add_head(new_heads["cola"], repo, lock_timeout_s=0.5)  # released: goes through
+
+
+def test_lock_waits_for_the_holder(repo, new_heads):
+    lock = RepositoryLock(repo, "holder").acquire()
+    threading.Timer(1.0, lock.release).start()
+    add_head(new_heads["cola"], repo, lock_timeout_s=30)
+    assert "head_cola" in multitask_heads(repo)
+
+
+def test_two_concurrent_cli_adds_both_land(repo, new_heads):
+    """Two processes hot-add different tasks at once: the lock serialises them, multitask gets both."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmds = [[sys.executable, "-m", "export", "add-head", str(new_heads[t]), "--repo", str(repo)] for t in ("cola", "qnli")]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for c in cmds]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert multitask_heads(repo) == ["head_cola", "head_mrpc", "head_qnli", "head_sst2", "head_stsb"]
+    mt = configs.read_config(repo / "multitask")
+    assert {o.name for o in mt.output} >= {"cola_probabilities", "qnli_probabilities", "sst2_probabilities", "stsb_score"}
+    assert leftovers(repo) == []
+
+
+def test_cli_offline_errors_exit_2(repo, bad_heads):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    head_dir, _ = bad_heads["wrong_fingerprint"]
+    p = subprocess.run([sys.executable, "-m", "export", "add-head", str(head_dir), "--repo", str(repo)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2
+    assert "HeadRejected" in p.stderr and "retrain it on this trunk" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0 and [r["task"] for r in json.loads(p.stdout)] == ["mrpc", "sst2", "stsb"]
