@@ -67,11 +67,11 @@ def _watch_failures(environment, threshold: float) -> None:
             return
 
 
-@events.test_start.add_listener
-def _on_start(environment, **_):
-    _records.clear()
-    threshold = getattr(environment.parsed_options, "stop_failure_ratio", 0.0) if environment.parsed_options else 0.0
-    if threshold and threshold > 0:
+@events.init.add_listener
+def _on_init(environment, **_):
+    opts = environment.parsed_options
+    threshold = float(getattr(opts, "stop_failure_ratio", 0.0) or 0.0) if opts else 0.0
+    if threshold > 0 and environment.runner is not None:
         gevent.spawn(_watch_failures, environment, threshold)
 
 

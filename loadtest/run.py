@@ -123,7 +123,7 @@ def summarise(records: list[Record], spec: LoadSpec, t0: float | None = None, se
     stages = []
     for start, end, st in stage_windows(parse_stages(spec.stages)):
         w = window_stats(records, t0 + start + min(settle_s, st.seconds / 2), t0 + end)
-        stages.append({"kind": st.kind, "users": st.users, "seconds": st.seconds, **asdict(w)})
+        stages.append({"kind": st.kind, "users": st.users, "stage_seconds": st.seconds, **asdict(w)})
     names = sorted({r.name for r in records})
     per_model = {n: window_stats([r for r in records if r.name == n], t0, t1) for n in names}
     errors: dict[str, int] = {}
@@ -147,7 +147,7 @@ def markdown(summary: Summary, title: str = "Load test") -> str:
     if summary.stages:
         lines += ["", "| stage | users | inputs/s | p50 ms | p95 ms | p99 ms | failures |", "|---|---|---|---|---|---|---|"]
         lines += [
-            f"| {st['kind']} {st['seconds']:.0f}s | {st['users']} | {st['inputs_per_s']} | {st['p50_ms']} | {st['p95_ms']} | {st['p99_ms']} | {st['failures']} |"
+            f"| {st['kind']} {st['stage_seconds']:g}s | {st['users']} | {st['inputs_per_s']} | {st['p50_ms']} | {st['p95_ms']} | {st['p99_ms']} | {st['failures']} |"
             for st in summary.stages
         ]
     if len(summary.per_model) > 1:

@@ -1,0 +1,98 @@
+"""The merged graphs run in-process with ONNX Runtime, no server: the ceiling the server is measured against.
+
+Same ONNX files, same ORT session settings (``make_session`` with the threads
+in the repository's configs), same tokenizer and buckets, and the same
+batching the server does: every input is tokenized on its own (as one request
+is), inputs of the same length bucket are merged up to ``batch_size``, then
+the trunk runs once and each head once on its output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from export import configs
+from export.repository import TOKENIZER, TRUNK, scan_heads, head_model_name
+from trunkserve.serving.onnx_runtime import GraphRunner, make_session
+from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, hidden_name
+from trunkserve.tokenization import BucketTokenizer
+
+from .corpus import Pair, Sampler
+
+
+def _params(repo: Path, model: str) -> dict[str, str]:
+    cfg = configs.read_config(repo / model)
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+def _session(repo: Path, model: str):
+    p = _params(repo, model)
+    return make_session(
+        repo / model / "1" / p.get("onnx_file", "model.onnx"),
+        intra_op_threads=int(p.get("intra_op_threads", 0)),
+        inter_op_threads=int(p.get("inter_op_threads", 1)),
+    )
+
+
+class MergedPipeline:
+    """tokenizer -> trunk -> every head, in this process."""
+
+    def __init__(self, repo: str | Path):
+        repo = Path(repo)
+        tp = _params(repo, TOKENIZER)
+        self.tokenizer = BucketTokenizer(
+            repo / TOKENIZER / "1" / tp.get("tokenizer_dir", "tokenizer"),
+            max_length=int(tp.get("max_length", 128)),
+            buckets=[int(b) for b in tp.get("buckets", "16,32,64,128").split(",") if b],
+        )
+        self.trunk = GraphRunner(_session(repo, TRUNK))
+        self.heads = [(e, GraphRunner(_session(repo, head_model_name(e.task)))) for e in scan_heads(repo)]
+
+    def run(self, ids: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        hidden = self.trunk(ids)
+        return [
+            run({HEAD_HIDDEN: hidden[hidden_name(e.branch_layer)], ATTENTION_MASK: ids[ATTENTION_MASK]})
+            for e, run in self.heads
+        ]
+
+    def batches(self, inputs: Sequence[Pair], batch_size: int):
+        """Tokenize one input at a time, group by bucket, merge up to ``batch_size`` (the server's batching)."""
+        groups: dict[int, list[dict]] = defaultdict(list)
+        for text, pair in inputs:
+            enc = self.tokenizer.encode([text], [pair]).as_dict()
+            groups[enc["input_ids"].shape[1]].append(enc)
+        for encs in groups.values():
+            for i in range(0, len(encs), batch_size):
+                chunk = encs[i : i + batch_size]
+                yield {n: np.concatenate([e[n] for e in chunk]) for n in TOKEN_INPUTS}
+
+
+@dataclass
+class InProcessResult:
+    batch_size: int
+    inputs: int
+    seconds: float
+    inputs_per_s: float
+    cpu_s_per_input: float
+
+
+def measure(pipeline: MergedPipeline, corpus: Sequence[Pair], batch_size: int, seconds: float = 5.0, seed: int = 0) -> InProcessResult:
+    """Inputs/s, end to end (tokenization included), run for about ``seconds``."""
+    sampler = Sampler(corpus, seed)
+    chunk = max(64, batch_size * 8)
+    for ids in pipeline.batches(list(zip(*sampler.batch(chunk))), batch_size):  # warm-up
+        pipeline.run(ids)
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        texts, pairs = sampler.batch(chunk)
+        for ids in pipeline.batches(list(zip(texts, pairs)), batch_size):
+            pipeline.run(ids)
+        done += chunk
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return InProcessResult(batch_size, done, round(wall, 2), round(done / wall, 1), round(cpu / done, 5))
