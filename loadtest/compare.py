@@ -178,7 +178,7 @@ def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_pa
     result: dict = {
         "config": {**asdict(cfg), "stages": cfg.stages, "depths": list(DEFAULT_DEPTHS)},
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": "python -m loadtest.compare " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "machine_before": load_snapshot(),
         "runs": [],
         "inprocess": {},

@@ -1,0 +1,131 @@
+"""Load-test pieces without a server (shapes, traffic, validation, corpus, stats) and a short real Locust run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from loadtest.compare import Step, best_step
+from loadtest.corpus import Sampler, read_corpus_file, read_glue_dev
+from loadtest.errors import CorpusError, LoadTestError, ResponseInvalid
+from loadtest.records import Record, window_stats
+from loadtest.shapes import parse_stages, shape_at
+from loadtest.traffic import Traffic, parse_mix
+from loadtest.validation import ExpectedOutputs, check_response
+
+
+def test_stages_ramp_hold_step():
+    stages = parse_stages("ramp:10:8,hold:5:8,step:5:16")
+    assert shape_at(stages, 0.0) == (8, pytest.approx(0.8))
+    assert shape_at(stages, 12.0)[0] == 8
+    assert shape_at(stages, 16.0) == (16, 1000.0)
+    assert shape_at(stages, 20.5) is None
+    for bad in ("ramp:10", "jump:1:2", "hold:-1:2", "hold:x:2"):
+        with pytest.raises(LoadTestError):
+            parse_stages(bad)
+
+
+def test_mix_weights_are_followed():
+    traffic = Traffic(mix=parse_mix("sst2:3,mrpc"))
+    rng = random.Random(0)
+    picks = [traffic.pick(rng) for _ in range(4000)]
+    assert set(picks) == {"sst2", "mrpc"}
+    assert 0.70 < picks.count("sst2") / len(picks) < 0.80
+    assert Traffic(ensemble="stsb").pick(rng) == "stsb"
+    with pytest.raises(LoadTestError):
+        parse_mix("sst2:0")
+
+
+EXPECTED = ExpectedOutputs({"truncated": (1,), "a_logits": (2,), "a_probabilities": (2,), "b_score": (1,)})
+
+
+def _good(batch=2):
+    logits = np.array([[0.5, -0.5], [2.0, 1.0]], dtype=np.float32)[:batch]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return {
+        "truncated": np.zeros((batch, 1), bool),
+        "a_logits": logits,
+        "a_probabilities": (e / e.sum(-1, keepdims=True)).astype(np.float32),
+        "b_score": np.ones((batch, 1), np.float32),
+    }
+
+
+def test_validation_accepts_a_right_response():
+    check_response(_good(), EXPECTED, 2)
+
+
+@pytest.mark.parametrize(
+    "breaks, message",
+    [
+        (lambda o: o.pop("b_score"), "missing"),
+        (lambda o: o.__setitem__("a_logits", o["a_logits"][:1]), "shape"),
+        (lambda o: o.__setitem__("a_probabilities", o["a_probabilities"] * 0.5), "sum"),
+        (lambda o: o.__setitem__("a_probabilities", o["a_probabilities"][:, ::-1].copy()), "softmax"),
+        (lambda o: o.__setitem__("b_score", np.full((2, 1), np.nan, np.float32)), "non-finite"),
+    ],
+)
+def test_validation_rejects_wrong_responses(breaks, message):
+    out = _good()
+    breaks(out)
+    with pytest.raises(ResponseInvalid, match=message):
+        check_response(out, EXPECTED, 2)
+
+
+def test_corpus_reads_glue_layout_and_files(tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\n\t0\n")
+    (tmp_path / "MRPC").mkdir()
+    (tmp_path / "MRPC" / "dev.tsv").write_text("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA b.\tC d.\n", encoding="utf-8")
+    assert sorted(read_glue_dev(tmp_path)) == [("A b.", "C d."), ("good film", "")]
+    f = tmp_path / "c.txt"
+    f.write_text("one\n\ntwo\tpair\n")
+    assert read_corpus_file(f) == [("one", ""), ("two", "pair")]
+    texts, pairs = Sampler(read_corpus_file(f), seed=1).batch(5)
+    assert len(texts) == len(pairs) == 5
+    with pytest.raises(CorpusError):
+        read_glue_dev(tmp_path / "nothing")
+
+
+def test_window_stats_and_best_step():
+    recs = [Record(100.0 + i * 0.01, float(i + 1), 2, i != 50, "m") for i in range(100)]
+    w = window_stats(recs, 100.0, 101.0)
+    assert (w.requests, w.failures, w.inputs) == (100, 1, 198)
+    assert w.p50_ms == pytest.approx(50.5) and w.p99_ms == pytest.approx(99.01)
+    steps = [Step(1, 10, 5, 6, 7, 50, 0, 0.1, 1), Step(4, 30, 50, 60, 400, 50, 0, 0.1, 1),
+             Step(8, 40, 300, 500, 900, 50, 0, 0.1, 1), Step(16, 35, 9, 9, 9, 50, 2, 0.1, 1)]
+    assert best_step(steps, 500).users == 4
+
+
+@pytest.mark.server
+def test_short_locust_runs_against_the_server(server, tmp_path):
+    from loadtest.run import LoadSpec, run_locust, summarise, write_summary
+
+    spec = LoadSpec(stages="ramp:1:2,hold:2:2,step:2:4", ensemble="multitask", batch_size=2, stop_failure_ratio=0.5)
+    run = run_locust(spec, server.http_url, server.grpc_url, tmp_path / "http")
+    summary = summarise(run.records, spec)
+    paths = write_summary(summary, run.records, tmp_path / "http")
+    assert run.returncode == 0, run.log[-2000:]
+    assert summary.overall.requests > 10 and summary.overall.failures == 0, summary.errors
+    assert [s["users"] for s in summary.stages] == [2, 2, 4]
+    assert json.loads(paths["json"].read_text())["overall"]["failures"] == 0
+    assert paths["png"].stat().st_size > 1000 and "p99" in paths["md"].read_text()
+
+    mixed = LoadSpec(duration_s=2, users=2, protocol="grpc", mix="sst2:2,stsb:1")
+    run = run_locust(mixed, server.http_url, server.grpc_url, tmp_path / "grpc")
+    s = summarise(run.records, mixed)
+    assert s.overall.failures == 0 and set(s.per_model) == {"sst2", "stsb"}, s.errors
+
+
+@pytest.mark.server
+def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
+    from loadtest.run import LoadSpec, run_locust, summarise
+
+    spec = LoadSpec(duration_s=20, users=1, ensemble="no_such_task", stop_failure_ratio=0.2)
+    run = run_locust(spec, server.http_url, server.grpc_url, tmp_path)
+    s = summarise(run.records, spec)
+    assert s.overall.failures == s.overall.requests > 0
+    assert run.returncode == 3  # stopped by the failure-ratio watcher, long before 20 s
+    assert max(r.start for r in run.records) - min(r.start for r in run.records) < 10
