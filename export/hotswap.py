@@ -45,12 +45,12 @@ import numpy as np
 
 from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta
 from trunkserve.canary import CANARY_ATOL
-from trunkserve.modules import REGRESSION, HeadGraph
+from trunkserve.modules import HeadGraph
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
 
 from . import configs
 from .configs import LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
-from .errors import ExportError, GraphMismatchError, RepositoryError
+from .errors import GraphMismatchError, RepositoryError
 from .repo_lock import RepositoryLock, RepositoryLocked  # noqa: F401  (re-exported)
 from .repository import (
     MULTITASK,
@@ -124,7 +124,9 @@ class ServerControl:
     (gRPC: ``--grpc-restricted-protocol=model-repository:<header>=<key>``)
     refuses load/unload/index without that header; inference stays open.
     The key comes from the caller, or ``$TRUNKSERVE_ADMIN_KEY``; the header name
-    from ``$TRUNKSERVE_ADMIN_HEADER`` (default ``x-trunkserve-admin-key``).
+    from ``$TRUNKSERVE_ADMIN_HEADER`` (default ``x-trunkserve-admin-key``). Over
+    gRPC Triton expects the metadata key ``triton-grpc-protocol-<header>``;
+    that prefix is added here, so both protocols take the same option.
     """
 
     def __init__(
@@ -141,6 +143,10 @@ class ServerControl:
         self.url, self.protocol, self.wait_s = url, protocol, wait_s
         key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
         header = (admin_header or os.environ.get(ADMIN_HEADER_ENV) or DEFAULT_ADMIN_HEADER).lower()
+        # Triton's gRPC endpoint matches restricted-protocol keys as metadata "triton-grpc-protocol-<header>"
+        # (HTTP takes the header as written); the server flags name <header> alike for both.
+        if protocol == "grpc" and not header.startswith("triton-grpc-protocol-"):
+            header = f"triton-grpc-protocol-{header}"
         self.headers = {header: key} if key else None
         if protocol == "http":
             import tritonclient.http as mod
