@@ -13,6 +13,7 @@ from typing import Sequence
 from .artifacts import HeadMeta, save_head
 from .backbone import Backbone
 from .canary import make_canary
+from .defaults import DEFAULT_DEPTHS
 from .fingerprint import trunk_fingerprint
 from .modules import REGRESSION, Head, Trunk
 from .tokenization import BucketTokenizer
@@ -24,7 +25,7 @@ def make_untrained_head(
     task: str,
     labels: Sequence[str] = ("negative", "positive"),
     task_type: str = "classification",
-    branch_layer: int = 3,
+    branch_layer: int = DEFAULT_DEPTHS[0],
     num_layers: int = 1,
     seed: int = 0,
     trunk: Trunk | None = None,
