@@ -23,6 +23,7 @@ def _ratio(a: float, b: float) -> str:
 
 def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") -> Path:
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     runs = _runs(result)
     cfg = result["config"]
     ns = sorted({n for _, n in runs})
@@ -94,13 +95,22 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
             f"({_best(m)} vs {top['inputs_per_s']} inputs/s); the Locust client used {m['locust_cpu_s']} CPU s "
             f"of the same 2 cores during that run ({m['wall_s']:.0f} s).",
         ]
+        cheapest = min(x["cpu_s_per_input"] for x in ip)
+        server_cpu = (m["best"] or {}).get("cpu_s_per_input")
+        if server_cpu:
+            L += [
+                "",
+                f"In CPU time (less sensitive to other load on the machine): in-process {cheapest} CPU s/input, "
+                f"server {server_cpu} CPU s/input (Triton + tokenizer/trunk/head processes): in-process / server = "
+                f"**{cheapest / server_cpu:.2f}** (the server's work per input is {100 * (server_cpu / cheapest - 1):.0f}% more).",
+            ]
     L += [
         "",
         "## Sweep over N",
         "",
         f"![throughput against N]({png.name})",
         "",
-        "| N | merged inputs/s | single-task inputs/s | merged / single | merged CPU s/input | single CPU s/input | merged RSS MB | single RSS MB | merged MB disk | single MB disk | in-process (batch 8) | failures (m / s) |",
+        "| N | merged inputs/s | single-task inputs/s | merged / single | merged CPU s/input | single CPU s/input | merged RSS MB | single RSS MB | merged MB disk | single MB disk | in-process (batch 8) inputs/s, CPU s/input | failures (m / s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in ns:
@@ -111,7 +121,7 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
             f"| {n} | {_best(m)} | {_best(s)} | {_ratio(_best(m), _best(s))} | {cs(m)} | {cs(s)} | "
             f"{m['memory_peak']['rss_mb'] if m else '-'} | {s['memory_peak']['rss_mb'] if s else '-'} | "
             f"{m['model_mb'] if m else '-'} | {s['model_mb'] if s else '-'} | "
-            f"{ipn[8]['inputs_per_s'] if 8 in ipn else '-'} | {m['failures'] if m else '-'} / {s['failures'] if s else '-'} |"
+            f"{ipn[8]['inputs_per_s'] if 8 in ipn else '-'}, {ipn[8]['cpu_s_per_input'] if 8 in ipn else '-'} | {m['failures'] if m else '-'} / {s['failures'] if s else '-'} |"
         )
     L += ["", "## Every step", "", "| deployment | N | users | inputs/s | p50 ms | p95 ms | p99 ms | failures | server CPU util | CPU s/input |",
           "|---|---|---|---|---|---|---|---|---|---|"]

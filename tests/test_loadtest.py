@@ -129,3 +129,15 @@ def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
     assert s.overall.failures == s.overall.requests > 0
     assert run.returncode == 3  # stopped by the failure-ratio watcher, long before 20 s
     assert max(r.start for r in run.records) - min(r.start for r in run.records) < 10
+
+
+def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
+    from export.onnx_export import export_head
+    from loadtest.tuning import tune_graph
+    from trunkserve.artifacts import load_head
+
+    head, meta = load_head(head_dirs["sst2"])
+    path = tmp_path / "head" / "1" / "model.onnx"
+    export_head(head, meta.task, path)
+    change = tune_graph(path, fuse=True)
+    assert change.fused.get("Attention", 0) == 1 and change.max_abs_diff < 1e-3
