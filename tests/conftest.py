@@ -23,7 +23,9 @@ SERVED_TASKS = {
     "mrpc": dict(labels=["not_equivalent", "equivalent"], task_type="classification"),
     "stsb": dict(labels=["score"], task_type="regression"),
 }
-DEPTH = 3
+from trunkserve.defaults import DEFAULT_DEPTHS  # noqa: E402
+
+DEPTH = DEFAULT_DEPTHS[0]  # the shipped default, so tests exercise what users deploy
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from conftest import DEPTH
 import torch
 
 from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, save_head
@@ -12,7 +13,7 @@ from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, l
 def test_round_trip(head_dirs):
     head, meta = load_head(head_dirs["sst2"])
     assert meta.task == "sst2" and meta.labels == ["negative", "positive"]
-    assert meta.branch_layer == 3 and meta.num_layers == 1 and len(meta.trunk_fingerprint) == 16
+    assert meta.branch_layer == DEPTH and meta.num_layers == 1 and len(meta.trunk_fingerprint) == 16
     canary = read_canary(head_dirs["sst2"])
     assert len(canary["texts"]) == len(canary["outputs"]["logits"])
 

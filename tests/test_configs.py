@@ -1,6 +1,7 @@
 """Every generated config, for every backend, parses back into Triton's ModelConfig."""
 
 import pytest
+from conftest import DEPTH
 from tritonclient.grpc import model_config_pb2
 
 from export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
@@ -11,7 +12,7 @@ from export.repository import build_repository
 def repo_per_backend(request, tmp_path_factory, head_dirs):
     out = tmp_path_factory.mktemp(request.param) / "repo"
     opts = ServingOptions(backend=request.param, head_instances=2, ort_intra_op_threads=1)
-    return request.param, build_repository(list(head_dirs.values()), out=out, depths=[3], options=opts).repo
+    return request.param, build_repository(list(head_dirs.values()), out=out, depths=[DEPTH], options=opts).repo
 
 
 def _configs(repo):
@@ -55,10 +56,10 @@ def test_ensembles_route_through_trunk(repo_per_backend):
     assert (repo / "multitask" / "sst2_labels.txt").read_text().split() == ["negative", "positive"]
     assert list(outs["stsb_score"].dims) == [1] and not outs["stsb_score"].label_filename
     head_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_sst2")
-    assert head_step.input_map["hidden_states"] == "hidden_3"
+    assert head_step.input_map["hidden_states"] == f"hidden_{DEPTH}"
     trunk = read_config(repo / "trunk")
-    assert trunk.parameters["depths"].string_value == "3"
-    assert len(trunk.parameters["fingerprint_3"].string_value) == 16
+    assert trunk.parameters["depths"].string_value == str(DEPTH)
+    assert len(trunk.parameters[f"fingerprint_{DEPTH}"].string_value) == 16
 
 
 def test_tensorrt_plan_commands(repo_per_backend):
