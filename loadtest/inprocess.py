@@ -1,7 +1,9 @@
 """The merged graphs run in-process with ONNX Runtime, no server: the ceiling the server is measured against.
 
-Same ONNX files, same ORT session settings (``make_session`` with the threads
-in the repository's configs), same tokenizer and buckets, and the same
+Same ONNX files, same ORT session settings (``make_session``), except threads:
+by default the session uses all cores (ORT's default), which is the best a single
+process can do, rather than the per-process thread count the server's configs set
+for sharing the cores among many model processes. Same tokenizer and buckets, and the same
 batching the server does: every input is tokenized on its own (as one request
 is), inputs of the same length bucket are merged up to ``batch_size``, then
 the trunk runs once and each head once on its output.
@@ -31,11 +33,13 @@ def _params(repo: Path, model: str) -> dict[str, str]:
     return {k: v.string_value for k, v in cfg.parameters.items()}
 
 
-def _session(repo: Path, model: str):
+def _session(repo: Path, model: str, intra_op_threads: int | None = 0):
+    """``intra_op_threads=None`` takes the repository config's value; 0 is all cores."""
     p = _params(repo, model)
+    intra = int(p.get("intra_op_threads", 0)) if intra_op_threads is None else intra_op_threads
     return make_session(
         repo / model / "1" / p.get("onnx_file", "model.onnx"),
-        intra_op_threads=int(p.get("intra_op_threads", 0)),
+        intra_op_threads=intra,
         inter_op_threads=int(p.get("inter_op_threads", 1)),
     )
 
@@ -43,7 +47,7 @@ def _session(repo: Path, model: str):
 class MergedPipeline:
     """tokenizer -> trunk -> every head, in this process."""
 
-    def __init__(self, repo: str | Path):
+    def __init__(self, repo: str | Path, intra_op_threads: int | None = 0):
         repo = Path(repo)
         tp = _params(repo, TOKENIZER)
         self.tokenizer = BucketTokenizer(
@@ -51,8 +55,10 @@ class MergedPipeline:
             max_length=int(tp.get("max_length", 128)),
             buckets=[int(b) for b in tp.get("buckets", "16,32,64,128").split(",") if b],
         )
-        self.trunk = GraphRunner(_session(repo, TRUNK))
-        self.heads = [(e, GraphRunner(_session(repo, head_model_name(e.task)))) for e in scan_heads(repo)]
+        self.trunk = GraphRunner(_session(repo, TRUNK, intra_op_threads))
+        self.heads = [
+            (e, GraphRunner(_session(repo, head_model_name(e.task), intra_op_threads))) for e in scan_heads(repo)
+        ]
 
     def run(self, ids: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         hidden = self.trunk(ids)
