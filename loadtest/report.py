@@ -83,7 +83,7 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
             "",
             f"### What the server adds (N = {n_main})",
             "",
-            "Same merged ONNX graphs in one process with ONNX Runtime, no server: same session options, "
+            "Same merged ONNX graphs in one process with ONNX Runtime, no server: same session options except threads (all cores, the best one process can do), "
             "same tokenizer, inputs tokenized one at a time and merged per length bucket (what the server's "
             "dynamic batcher does), no load generator on the CPU.",
             "",
