@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .transport import Transport
+from .transport import Transport, is_connection_error
 
 MULTITASK = "multitask"
 
@@ -71,14 +71,6 @@ class _TaskOutputs:
         }
 
 
-def _is_connection_error(exc: Exception) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(
-        s in text
-        for s in ("connection refused", "unavailable", "failed to connect", "connect", "timed out", "timeout", "name or service")
-    )
-
-
 class TrunkserveClient:
     """``infer(task, texts, pairs)`` against a running trunkserve deployment."""
 
@@ -96,7 +88,7 @@ class TrunkserveClient:
         except ClientError:
             raise
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise ServerUnreachable(
                     f"cannot reach Triton at {self.url} over {self.transport.protocol}: is tritonserver running? ({exc})"
                 ) from exc

@@ -12,6 +12,22 @@ import numpy as np
 
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 
+_CONNECTION_WORDS = (
+    "connection refused", "unavailable", "failed to connect", "timed out", "timeout",
+    "connection reset", "broken pipe", "remote end closed", "name or service",
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` means "the server could not be reached", whichever protocol raised it.
+
+    tritonclient's HTTP side raises socket errors, its gRPC side ``InferenceServerException``
+    with an UNAVAILABLE status; both the client CLI and the hot-swap tools map these to
+    "server unreachable" rather than a server-side error.
+    """
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, (ConnectionError, OSError)) or any(s in text for s in _CONNECTION_WORDS)
+
 
 class Transport:
     def __init__(self, protocol: str, url: str | None, timeout_s: float = 30.0):

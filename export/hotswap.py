@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from client.transport import is_connection_error
 from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta
 from trunkserve.canary import CANARY_ATOL
 from trunkserve.modules import HeadGraph
@@ -109,14 +110,6 @@ class CanaryFailed(HotswapError):
 # ---------------------------------------------------------------- server side
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return isinstance(exc, (ConnectionError, OSError)) or any(
-        s in text for s in ("connection refused", "unavailable", "failed to connect", "timed out", "timeout",
-                            "connection reset", "broken pipe", "remote end closed", "name or service")
-    )
-
-
 class ServerControl:
     """The model-repository API of one Triton (HTTP or gRPC), with the admin key header on every call.
 
@@ -169,7 +162,7 @@ class ServerControl:
                     f"{what}: Triton at {self.url} refused the model-repository API ({text.strip()}); pass the key "
                     f"with --admin-key or ${ADMIN_KEY_ENV} (header name: --admin-header or ${ADMIN_HEADER_ENV})"
                 ) from exc
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise ServerUnavailable(f"{what}: cannot reach Triton at {self.url} ({text.strip()})") from exc
             raise HotswapError(f"{what}: Triton said: {text.strip()}") from exc
 
