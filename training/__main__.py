@@ -10,7 +10,8 @@ from .cache import DEFAULT_CACHE_BYTES
 from .data.types import DataError
 
 DEMO_TASKS = "sst2,mrpc,stsb"
-DEMO_CAPS = {"sst2": 1500, "mrpc": 1000, "stsb": 1000}
+# Measured on the 2-core machine: about 2 minutes; dev sst2 78.6, mrpc 75.0, stsb 76.7 (student).
+DEMO_CAPS = {"sst2": 3000, "mrpc": 2000, "stsb": 2000}
 
 
 def _ints(s: str) -> tuple[int, ...]:
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             from .pipeline import train_heads
 
             t0 = time.time()
-            train_heads(a.tasks, glue_dir=a.glue_dir, out=a.out, max_train=DEMO_CAPS, epochs=3, student_epochs=4, max_dev=500,
+            train_heads(a.tasks, glue_dir=a.glue_dir, out=a.out, max_train=DEMO_CAPS, epochs=4, student_epochs=5, lr=3e-4, max_dev=500,
                         max_val=200, progress=sys.stderr.isatty())
             print(f"demo heads written to {a.out}/ in {time.time() - t0:.0f}s")
         elif a.cmd == "report":
