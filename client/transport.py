@@ -29,6 +29,21 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, OSError)) or any(s in text for s in _CONNECTION_WORDS)
 
 
+def text_inputs(mod, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list:
+    """``InferInput``s for the ensembles' ``text``/``text_pair`` (BYTES, ``[batch, 1]``).
+
+    ``mod`` is ``tritonclient.http`` or ``tritonclient.grpc``; an empty pair means a single sentence.
+    """
+    pairs = list(pairs) if pairs is not None else [""] * len(texts)
+    out = []
+    for name, values in (("text", texts), ("text_pair", pairs)):
+        arr = np.array([v.encode() for v in values], dtype=object).reshape(-1, 1)
+        i = mod.InferInput(name, list(arr.shape), "BYTES")
+        i.set_data_from_numpy(arr)
+        out.append(i)
+    return out
+
+
 class Transport:
     def __init__(self, protocol: str, url: str | None, timeout_s: float = 30.0):
         if protocol not in DEFAULT_URLS:

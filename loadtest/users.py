@@ -91,15 +91,9 @@ class TritonUser(User):
         )
 
     def _inputs(self, mod, texts, pairs):
-        import numpy as np
+        from client.transport import text_inputs
 
-        out = []
-        for name, values in (("text", texts), ("text_pair", pairs)):
-            arr = np.array([v.encode() for v in values], dtype=object).reshape(-1, 1)
-            i = mod.InferInput(name, list(arr.shape), "BYTES")
-            i.set_data_from_numpy(arr)
-            out.append(i)
-        return out
+        return text_inputs(mod, texts, pairs)
 
     def call(self, model, texts, pairs, names) -> dict:
         mod = self.module

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import torch
 import tritonclient.http as httpclient
+
+from client.transport import text_inputs as _text_inputs
 
 from trunkserve.artifacts import load_head
 
 
 def text_inputs(texts, pairs=None):
-    pairs = pairs or [""] * len(texts)
-    out = []
-    for name, values in (("text", texts), ("text_pair", pairs)):
-        arr = np.array([v.encode() for v in values], dtype=object).reshape(-1, 1)
-        i = httpclient.InferInput(name, list(arr.shape), "BYTES")
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
+    return _text_inputs(httpclient, texts, pairs)
 
 
 def infer(client, model, texts, outputs, pairs=None):
