@@ -77,6 +77,21 @@ def _batching(opts: ServingOptions) -> dict:
     return d
 
 
+def _allow_ragged(inputs: list[dict]) -> None:
+    """Let the dynamic batcher merge requests of different length buckets (Python backend only).
+
+    By default Triton batches only requests whose inputs have equal shapes, and with
+    four length buckets arriving interleaved that left batches of about 1.5 requests
+    under load (measured: trunk and heads at N=5, 16 users). The Python model gets each
+    request's tensors separately and ``serving.batching.run_batched`` groups them by
+    shape itself, so the shape check is not needed there. The native ONNX Runtime and
+    TensorRT backends would concatenate ragged inputs, so they keep the check.
+    """
+    for i in inputs:
+        if -1 in i["dims"]:
+            i["allow_ragged_batch"] = True
+
+
 def _message(d: dict) -> model_config_pb2.ModelConfig:
     return json_format.ParseDict(d, model_config_pb2.ModelConfig())
 
@@ -101,6 +116,7 @@ def graph_config(
     params = dict(parameters or {})
     if opts.backend == PYTHON_ORT:
         d["backend"] = "python"
+        _allow_ragged(d["input"])
         params.update(
             onnx_file=MODEL_FILES[PYTHON_ORT],
             intra_op_threads=opts.ort_intra_op_threads,

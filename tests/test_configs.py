@@ -43,6 +43,10 @@ def test_backend_specifics(repo_per_backend):
         assert trunk.platform == "tensorrt_plan" and trunk.default_model_filename == "model.plan"
         assert head.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert head.instance_group[0].count == 2
+    # Requests of different length buckets may share a batch only where the model
+    # groups them itself (the Python shim); native backends would concatenate them.
+    ragged = {i.name: i.allow_ragged_batch for cfg in (trunk, head) for i in cfg.input}
+    assert all(ragged.values()) if backend == "python-onnxruntime" else not any(ragged.values())
     assert trunk.dynamic_batching.max_queue_delay_microseconds > 0 and head.dynamic_batching.preferred_batch_size
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from servertools import execution_counts, infer, load_count, torch_reference
+from servertools import execution_counts, infer, load_count, text_inputs, torch_reference
 from trunkserve.server import TritonProcess
 
 pytestmark = pytest.mark.server
@@ -69,6 +69,26 @@ def test_multitask_runs_only_requested_heads(client):
     assert after["head_sst2"] == before["head_sst2"] + 1
     assert after["trunk"] == before["trunk"] + 1
     assert after["head_mrpc"] == before["head_mrpc"] and after["head_stsb"] == before["head_stsb"]
+
+
+def test_requests_of_different_lengths_share_a_batch(server, client, trunk, tokenizer, head_dirs):
+    """Interleaved length buckets are batched together (ragged batching), answers unchanged."""
+    short, long = "a short one .", " ".join(["a much longer sentence that needs the next bucket ."] * 3)
+    texts = [short, long] * 6
+    assert len({tokenizer.encode([t]).as_dict()["input_ids"].shape[1] for t in texts}) == 2
+    before = execution_counts(client, ["head_sst2"])["head_sst2"]
+    concurrent = httpclient.InferenceServerClient(server.http_url, concurrency=len(texts))
+    try:
+        out = [httpclient.InferRequestedOutput("logits")]
+        pending = [concurrent.async_infer("sst2", text_inputs([t]), outputs=out) for t in texts]
+        results = [p.get_result().as_numpy("logits") for p in pending]
+    finally:
+        concurrent.close()
+    executions = execution_counts(client, ["head_sst2"])["head_sst2"] - before
+    # Without ragged batching the bucket changes at every request: one execution each.
+    assert executions < len(texts) / 2, f"{executions} executions for {len(texts)} interleaved requests"
+    want = torch_reference(trunk, tokenizer, head_dirs["sst2"], texts)["logits"]
+    np.testing.assert_allclose(np.concatenate(results), want, atol=1e-4, rtol=0)
 
 
 def test_bad_requests_get_errors_and_server_keeps_serving(client):
