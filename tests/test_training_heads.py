@@ -20,7 +20,7 @@ from training.data.types import Example
 from training.distill import DistillError, distillation_loss, init_student, soft_cross_entropy, train_student
 from training.loop import FitConfig
 from training.metrics import compute_metrics
-from training.pipeline import HeadOptions, PipelineError, candidates, prepare, run_seed, train_heads
+from training.pipeline import HeadOptions, PipelineError, TaskSearch, Trial, candidates, choose, merged_layers, prepare, run_seed, train_heads
 from training.teacher import predict_head, train_teacher
 
 GLUE = default_glue_dir()
@@ -88,7 +88,7 @@ def test_trunk_frozen_bit_identical_and_student_init(bb, sst2):
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     bb_before = {k: v.clone() for k, v in bb.state_dict.items()}
     opts = HeadOptions(epochs=1, progress=False, full_baseline=True, max_val=30)
-    res = run_seed(bb, sst2, opts, seed=0, cands=[(3, 3)], log=lambda *_: None)
+    res = run_seed(bb, sst2, opts, seed=0, cands=[(3, 3, 1)], log=lambda *_: None)
     assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
     assert all(not p.requires_grad for p in trunk.parameters())
     assert all(torch.equal(bb_before[k], v) for k, v in bb.state_dict.items())
@@ -115,9 +115,10 @@ def test_student_beats_random_head(bb, sst2):
 
 
 def test_candidates_respect_trunk_depths():
-    assert candidates(HeadOptions(depths=(2, 4), search=True), 6) == [(2, 4), (4, 2)]
-    assert candidates(HeadOptions(depths=(2, 4)), 6) == [(4, 2)]
-    assert candidates(HeadOptions(depths=(2, 4), branch_layer=2, teacher_layers=3), 6) == [(2, 3)]
+    assert candidates(HeadOptions(depths=(2, 4), search=True), 6) == [(2, 4, 1), (4, 2, 1)]
+    assert candidates(HeadOptions(depths=(2, 4)), 6) == [(4, 2, 1)]
+    assert candidates(HeadOptions(depths=(2, 4), branch_layer=2, teacher_layers=3), 6) == [(2, 3, 1)]
+    assert candidates(HeadOptions(depths=(3, 5), search=True, search_student_layers=(2, 1)), 6) == [(3, 3, 1), (3, 3, 2), (5, 1, 1)]
     with pytest.raises(PipelineError):
         candidates(HeadOptions(depths=(2, 4), branch_layer=3), 6)
     with pytest.raises(PipelineError):
@@ -166,3 +167,37 @@ def test_custom_task_end_to_end_and_cli(bb, tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(tmp_path),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "RTE/train.tsv" in r.stderr
+
+
+def _search(task, *trials):
+    """A task's search result with hand-set validation scores (no training needed to test the choice)."""
+    return TaskSearch(task, HeadOptions(), None, [Trial(k, 6 - k, m, None, None, 0.0, val, 0.0, 0.0) for k, m, val in trials], 0.0)
+
+
+def test_budgeted_choice_is_the_best_combination_that_fits():
+    searches = {
+        "a": _search("a", (4, 1, 80.0), (4, 2, 81.0), (3, 2, 84.0)),
+        "b": _search("b", (4, 1, 20.0), (3, 1, 17.0), (3, 2, 28.0)),
+        "c": _search("c", (4, 1, 70.0), (3, 1, 72.0)),
+    }
+    # Unconstrained: each task's best student.
+    free = choose(searches, 6)
+    assert {t: (x.k, x.m) for t, x in free.items()} == {"a": (3, 2), "b": (3, 2), "c": (3, 1)}
+    # 7 of 18 layers: the trunk to depth 3 once + one 2-layer head + two 1-layer heads.
+    picked = choose(searches, 6, layer_budget=7 / 18)
+    assert merged_layers({t: (x.k, x.m) for t, x in picked.items()}) <= 7
+    # Brute force over every combination agrees with the dynamic programme.
+    import itertools
+    best = max(
+        (combo for combo in itertools.product(*(s.trials for s in searches.values()))
+         if merged_layers({i: (x.k, x.m) for i, x in enumerate(combo)}) <= 7),
+        key=lambda combo: sum(x.student_val for x in combo),
+    )
+    assert sum(x.student_val for x in picked.values()) == sum(x.student_val for x in best)
+    assert {t: (x.k, x.m) for t, x in picked.items()} == {"a": (3, 2), "b": (3, 1), "c": (3, 1)}
+    with pytest.raises(PipelineError, match="layer budget"):
+        choose(searches, 6, layer_budget=5 / 18)
+
+
+def test_merged_layers_counts_the_trunk_once():
+    assert merged_layers({"a": (4, 1), "b": (3, 2), "c": (4, 1)}) == 4 + 4

@@ -43,6 +43,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--branch-layer", type=int, default=None, help="k: frozen layers (must be one of --depths)")
     p.add_argument("--teacher-layers", type=int, default=None, help="n: teacher task layers (default: all above k)")
     p.add_argument("--student-layers", type=int, default=1)
+    p.add_argument("--search-student-layers", type=_ints, default=(), help="try every m in this list, e.g. 1,2")
+    p.add_argument("--layer-budget", type=float, default=None,
+                   help="choose every task's (k, m) jointly so the merged model costs at most this fraction of one full model per task (e.g. 0.35)")
     p.add_argument("--search", action="store_true", help="try every depth in --depths, keep the best on validation")
     p.add_argument("--search-teacher-layers", action="store_true", help="also try every n")
     p.add_argument("--temperature", type=float, default=2.0)
@@ -64,7 +67,7 @@ def options(a) -> dict:
         glue_dir=a.glue_dir, max_train=_caps(a.max_train), epochs=a.epochs, student_epochs=a.student_epochs,
         lr=a.lr, full_lr=a.full_lr, batch_size=a.batch_size, seeds=a.seeds, branch_layer=a.branch_layer,
         teacher_layers=a.teacher_layers, student_layers=a.student_layers, search=a.search,
-        search_teacher_layers=a.search_teacher_layers, temperature=a.temperature, hidden_weight=a.hidden_weight,
+        search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers, temperature=a.temperature, hidden_weight=a.hidden_weight,
         max_length=a.max_length, max_val=a.max_val, max_dev=a.max_dev, full_baseline=a.full_baseline,
         bf16=False if a.no_bf16 else None, cache_max_bytes=int(a.cache_max_gb * 2**30), backbone=a.backbone,
         progress=not a.no_progress, custom=dict(CustomTask.parse(s) for s in a.custom),
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
             from .pipeline import train_heads
 
             o = options(a)
-            train_heads(a.tasks, out=a.out, teachers_out=a.teachers_out, summary_path=a.summary, **o)
+            train_heads(a.tasks, out=a.out, teachers_out=a.teachers_out, summary_path=a.summary, layer_budget=a.layer_budget, **o)
         elif a.cmd == "demo":
             from .pipeline import train_heads
 
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
             from .report import run_report
 
             o = options(a)
-            run_report(a.tasks, out=a.out, report_dir=a.report_dir, small_seeds=a.small_seeds,
+            run_report(a.tasks, out=a.out, report_dir=a.report_dir, small_seeds=a.small_seeds, layer_budget=a.layer_budget,
                        measure_speedup=not a.no_speedup, command=a.command or "python -m training " + " ".join(sys.argv[1:] if argv is None else argv), **o)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -102,6 +102,7 @@ class HeadOptions:
     bf16: bool | None = None
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
     progress: bool = True
+    search_student_layers: tuple[int, ...] = ()  # several: try each m (chosen on validation, or under a layer budget)
     mkdm: bool = False  # with several seeds, also distil one student from all seeds' teachers (reported only)
 
     def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
@@ -170,8 +171,12 @@ def prepare(task: str, bb: Backbone, opts: HeadOptions, glue_dir=None, custom=No
     return prep
 
 
-def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int]]:
-    """``(branch depth k, teacher layers n)`` pairs to try, restricted to the trunk's depths."""
+def student_choices(opts: HeadOptions) -> tuple[int, ...]:
+    return tuple(sorted(set(opts.search_student_layers))) or (opts.student_layers,)
+
+
+def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int, int]]:
+    """``(branch depth k, teacher layers n, student layers m)`` to try, restricted to the trunk's depths."""
     depths = sorted(set(opts.depths))
     if opts.branch_layer is not None:
         if opts.branch_layer not in depths:
@@ -181,6 +186,7 @@ def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int
         ks = depths
     else:
         ks = [depths[-1]]
+    ms = student_choices(opts)
     out = []
     for k in ks:
         if not 0 <= k < num_hidden_layers:
@@ -189,12 +195,12 @@ def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int
         if opts.teacher_layers is not None:
             ns = [min(opts.teacher_layers, top)]
         elif opts.search_teacher_layers:
-            ns = list(range(max(1, opts.student_layers), top + 1))
+            ns = list(range(max(1, min(ms)), top + 1))
         else:
             ns = [top]
-        out.extend((k, n) for n in ns if n >= opts.student_layers)
+        out.extend((k, n, m) for n in ns for m in ms if n >= m)
     if not out:
-        raise PipelineError(f"no (k, n) leaves room for a {opts.student_layers}-layer student")
+        raise PipelineError(f"no (k, n) leaves room for a {'/'.join(map(str, ms))}-layer student")
     return out
 
 
@@ -206,36 +212,57 @@ def dev_scores(outputs_fn: Callable[[str], np.ndarray], prep: Prepared) -> dict[
     return out
 
 
-def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int]], log=print) -> dict:
-    """Teacher + student for each candidate (best by student validation), and the full baseline if asked."""
+@dataclass
+class Trial:
+    """One candidate ``(k, n, m)`` trained on one seed: the teacher, its student, their validation scores."""
+
+    k: int
+    n: int
+    m: int
+    teacher: Head
+    student: Head
+    teacher_val: float
+    student_val: float
+    teacher_seconds: float
+    student_seconds: float
+
+    def record(self) -> dict:
+        return {"k": self.k, "n": self.n, "m": self.m, "teacher_val": self.teacher_val, "student_val": self.student_val,
+                "teacher_seconds": self.teacher_seconds, "student_seconds": self.student_seconds}
+
+
+def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: Sequence[tuple[int, int, int]], log=print) -> list[Trial]:
+    """A teacher per ``(k, n)`` and a student per ``m`` distilled from it, all on cached trunk states."""
     d = prep.data
-    tried = []
-    best = None
-    for k, n in cands:
-        teacher, t_fit = train_teacher(
-            bb, prep.caches["train"], prep.caches["val"], k, n, d.num_labels, d.task_type, d.metric,
-            opts.fit_config(seed), desc=f"{d.name} teacher k={k} n={n} s={seed}",
-        )
+    teachers: dict[tuple[int, int], tuple[Head, object]] = {}
+    trials = []
+    for k, n, m in cands:
+        if (k, n) not in teachers:
+            teachers[k, n] = train_teacher(
+                bb, prep.caches["train"], prep.caches["val"], k, n, d.num_labels, d.task_type, d.metric,
+                opts.fit_config(seed), desc=f"{d.name} teacher k={k} n={n} s={seed}",
+            )
+        teacher, t_fit = teachers[k, n]
         student, s_fit = train_student(
             [teacher], prep.caches["train"], prep.caches["val"], k, d.metric,
-            opts.fit_config(seed, epochs=opts.student_epochs), num_layers=opts.student_layers,
+            opts.fit_config(seed, epochs=opts.student_epochs), num_layers=m,
             temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
-            hidden_weight=opts.hidden_weight, desc=f"{d.name} student k={k} m={opts.student_layers} s={seed}",
+            hidden_weight=opts.hidden_weight, desc=f"{d.name} student k={k} m={m} s={seed}",
         )
-        rec = {"k": k, "n": n, "teacher_val": t_fit.best_score, "student_val": s_fit.best_score,
-               "teacher_seconds": t_fit.seconds, "student_seconds": s_fit.seconds}
-        log(f"  [{d.name} seed {seed}] k={k} n={n}: teacher val {t_fit.best_score:.2f}, student val {s_fit.best_score:.2f}")
-        tried.append(rec)
-        if best is None or s_fit.best_score > best[0]["student_val"]:
-            best = (rec, teacher, student)
-    rec, teacher, student = best
-    k = rec["k"]
+        log(f"  [{d.name} seed {seed}] k={k} n={n} m={m}: teacher val {t_fit.best_score:.2f}, student val {s_fit.best_score:.2f}")
+        trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds))
+    return trials
+
+
+def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print) -> dict:
+    """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked."""
+    d, k = prep.data, trial.k
     result = {
-        "seed": seed, "k": k, "n": rec["n"], "m": opts.student_layers, "candidates": tried,
-        "teacher": {"val": rec["teacher_val"], "dev": dev_scores(lambda s: predict_head(teacher, prep.caches[f"dev:{s}"], k), prep),
-                    "seconds": rec["teacher_seconds"]},
-        "student": {"val": rec["student_val"], "dev": dev_scores(lambda s: predict_head(student, prep.caches[f"dev:{s}"], k), prep),
-                    "seconds": rec["student_seconds"]},
+        "seed": seed, "k": k, "n": trial.n, "m": trial.m, "candidates": [t.record() for t in tried],
+        "teacher": {"val": trial.teacher_val, "dev": dev_scores(lambda s: predict_head(trial.teacher, prep.caches[f"dev:{s}"], k), prep),
+                    "seconds": trial.teacher_seconds},
+        "student": {"val": trial.student_val, "dev": dev_scores(lambda s: predict_head(trial.student, prep.caches[f"dev:{s}"], k), prep),
+                    "seconds": trial.student_seconds},
     }
     if opts.full_baseline:
         model, f_fit = train_full(
@@ -245,8 +272,75 @@ def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: 
         result["full"] = {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
                           "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
         log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f}")
-    result["_teacher"], result["_student"] = teacher, student
+    result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
+
+
+def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int, int]], log=print) -> dict:
+    """Every candidate on one seed; the best student by validation is scored (and the full baseline trained)."""
+    trials = train_trials(bb, prep, opts, seed, cands, log)
+    return seed_result(bb, prep, opts, seed, max(trials, key=lambda t: t.student_val), trials, log)
+
+
+@dataclass
+class TaskSearch:
+    """A task's data and the candidates trained on its first seed, before the (budgeted) choice."""
+
+    task: str
+    opts: HeadOptions
+    prep: Prepared
+    trials: list[Trial]
+    started: float
+    custom: bool = False
+
+
+def search_task(bb: Backbone, task: str, opts: HeadOptions, glue_dir=None, custom=None, log=print) -> TaskSearch:
+    t0 = time.perf_counter()
+    cands = candidates(opts, bb.config.num_hidden_layers)
+    prep = prepare(task, bb, opts, glue_dir, custom, cache_depths=sorted({k for k, _, _ in cands}))
+    log(f"[{task}] {len(prep.train)} train / {len(prep.val)} validation rows, "
+        f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
+        f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
+    trials = train_trials(bb, prep, opts, opts.seeds[0], cands, log)
+    return TaskSearch(task, opts, prep, trials, t0, custom=bool(custom and task in custom))
+
+
+def merged_layers(choice: dict[str, tuple[int, int]]) -> int:
+    """Layers one input passes through in the merged model: the trunk to its deepest branch once, plus every head."""
+    return max(k for k, _ in choice.values()) + sum(m for _, m in choice.values()) if choice else 0
+
+
+def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float | None = None) -> dict[str, Trial]:
+    """Per task the trial to serve: the best student on validation, or, with ``layer_budget``
+    (a fraction of one full model per task), the combination with the highest summed
+    validation score whose merged layer cost fits the budget.
+
+    The cost couples the tasks (the trunk runs to the deepest branch any head uses, and
+    every head adds its layers), so the choice is made jointly: a dynamic programme
+    over tasks whose state is (deepest branch, head layers so far).
+    """
+    if layer_budget is None:
+        return {t: max(s.trials, key=lambda x: x.student_val) for t, s in searches.items()}
+    limit = layer_budget * num_layers * len(searches)
+    states: dict[tuple[int, int], tuple[float, dict[str, Trial]]] = {(0, 0): (0.0, {})}
+    for task, search in searches.items():
+        nxt: dict[tuple[int, int], tuple[float, dict[str, Trial]]] = {}
+        for (deep, heads), (score, picked) in states.items():
+            for trial in search.trials:
+                key = (max(deep, trial.k), heads + trial.m)
+                if key[0] + key[1] > limit:
+                    continue
+                cand = (score + trial.student_val, {**picked, task: trial})
+                if key not in nxt or cand[0] > nxt[key][0]:
+                    nxt[key] = cand
+        states = nxt
+    if not states:
+        cheapest = {t: min(s.trials, key=lambda x: (x.k, x.m)) for t, s in searches.items()}
+        cost = merged_layers({t: (x.k, x.m) for t, x in cheapest.items()})
+        raise PipelineError(
+            f"no choice of heads fits the layer budget {layer_budget:.0%} ({limit:.1f} layers): the cheapest needs "
+            f"{cost} of {num_layers * len(searches)}")
+    return max(states.values(), key=lambda v: v[0])[1]
 
 
 def head_meta(bb: Backbone, d: TaskData, head: Head, k: int, opts: HeadOptions, metrics: dict, training: dict) -> HeadMeta:
@@ -268,27 +362,21 @@ def _mean_dev(results: list[dict], role: str, split: str) -> float:
     return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
 
 
-def train_task(bb: Backbone, task: str, opts: HeadOptions, out: Path, teachers_out: Path | None,
-               glue_dir=None, custom=None, log=print) -> dict:
-    """All seeds of one task; writes the best-validating seed's student (and teacher)."""
-    t0 = time.perf_counter()
-    cands = candidates(opts, bb.config.num_hidden_layers)
-    prep = prepare(task, bb, opts, glue_dir, custom, cache_depths=[k for k, _ in cands])
-    d = prep.data
-    log(f"[{task}] {len(prep.train)} train / {len(prep.val)} validation rows, "
-        f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
-        f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
-    seeds = []
-    for i, seed in enumerate(opts.seeds):
-        seeds.append(run_seed(bb, prep, opts, seed, cands if i == 0 else [(seeds[0]["k"], seeds[0]["n"])], log))
+def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None, log=print) -> dict:
+    """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
+    opts, prep, task = search.opts, search.prep, search.task
+    d, k = prep.data, trial.k
+    seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log)]
+    for seed in opts.seeds[1:]:
+        again = train_trials(bb, prep, opts, seed, [(trial.k, trial.n, trial.m)], log)
+        seeds.append(seed_result(bb, prep, opts, seed, again[0], again, log))
     best = max(seeds, key=lambda r: r["student"]["val"])
-    k = best["k"]
     headline_split = next(iter(prep.dev))
     summary = {
         "task": task, "task_type": d.task_type, "metric": d.metric, "labels": d.labels,
         "train_rows": len(prep.train), "val_rows": len(prep.val), "dev_rows": {k_: len(v) for k_, v in prep.dev.items()},
         "truncated_train": prep.train.truncated, "cache_bytes": prep.cache_bytes, "cache_seconds": prep.cache_seconds,
-        "k": k, "n": best["n"], "m": opts.student_layers, "headline_split": headline_split,
+        "k": k, "n": trial.n, "m": trial.m, "headline_split": headline_split,
         "seeds": [{kk: vv for kk, vv in r.items() if not kk.startswith("_")} for r in seeds],
         "best_seed": best["seed"],
     }
@@ -296,38 +384,57 @@ def train_task(bb: Backbone, task: str, opts: HeadOptions, out: Path, teachers_o
         summary[f"{role}_dev_mean"] = _mean_dev(seeds, role, headline_split)
         summary[f"{role}_dev_std"] = float(np.std([r[role]["dev"][headline_split]["score"] for r in seeds]))
     if opts.mkdm and len(seeds) > 1:
-        teachers = [r["_teacher"] for r in seeds if r["k"] == k]
+        teachers = [r["_teacher"] for r in seeds]
         mk, mk_fit = train_student(
             teachers, prep.caches["train"], prep.caches["val"], k, d.metric,
-            opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=opts.student_layers,
+            opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
             temperature=opts.temperature, desc=f"{task} MKDM student ({len(teachers)} teachers)",
         )
         summary["mkdm"] = {"teachers": len(teachers), "val": mk_fit.best_score,
                            "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
         log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {summary['mkdm']['dev'][headline_split]['score']:.2f}")
     training = {
-        "teacher_layers": best["n"], "temperature": opts.temperature, "soft_weight": opts.soft_weight,
+        "teacher_layers": trial.n, "temperature": opts.temperature, "soft_weight": opts.soft_weight,
         "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],
         "seeds": list(opts.seeds), "max_train": opts.max_train, "train_rows": len(prep.train),
         "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search,
         "candidates": best["candidates"], "fit": opts.fit_config(best["seed"]).to_dict(),
-        "student_epochs": opts.student_epochs or opts.epochs, "data": "glue" if task in GLUE_TASKS and not (custom and task in custom) else "custom",
+        "student_epochs": opts.student_epochs or opts.epochs,
+        "data": "glue" if task in GLUE_TASKS and not search.custom else "custom",
     }
     s_metrics = {"dev": best["student"]["dev"], "validation_score": best["student"]["val"],
                  "teacher_dev": best["teacher"]["dev"], "dev_mean_over_seeds": summary["student_dev_mean"]}
     student_dir = write_head(out / task, bb, best["_student"], head_meta(
-        bb, d, best["_student"], k, opts, s_metrics, {**training, "role": "student", "student_layers": opts.student_layers}))
+        bb, d, best["_student"], k, opts, s_metrics, {**training, "role": "student", "student_layers": trial.m}))
     summary["student_dir"] = str(student_dir)
     if teachers_out is not None:
         t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"]}
         summary["teacher_dir"] = str(write_head(teachers_out / task, bb, best["_teacher"], head_meta(
             bb, d, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher"})))
-    summary["seconds"] = time.perf_counter() - t0
-    log(f"[{task}] k={k} n={best['n']} m={opts.student_layers}: dev ({headline_split}) teacher "
+    summary["seconds"] = time.perf_counter() - search.started
+    log(f"[{task}] k={k} n={trial.n} m={trial.m}: dev ({headline_split}) teacher "
         f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
         + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
         + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {student_dir}")
     return summary
+
+
+def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teachers_out: Path | None, glue_dir=None,
+                custom=None, log=print, layer_budget: float | None = None,
+                on_task_done: Callable[[dict], None] | None = None) -> dict[str, dict]:
+    """Search every task's candidates on its first seed, choose (jointly under ``layer_budget``), then finish each."""
+    searches = {t: search_task(bb, t, o, glue_dir, custom, log) for t, o in task_opts.items()}
+    chosen = choose(searches, bb.config.num_hidden_layers, layer_budget)
+    if layer_budget is not None:
+        log(f"layer budget {layer_budget:.0%}: " + ", ".join(f"{t} k={x.k} m={x.m}" for t, x in chosen.items())
+            + f" -> {merged_layers({t: (x.k, x.m) for t, x in chosen.items()})} of {bb.config.num_hidden_layers * len(chosen)} layers")
+    results = {}
+    for task, search in searches.items():
+        results[task] = finish_task(bb, search, chosen[task], out, teachers_out, log)
+        results[task]["layer_budget"] = layer_budget
+        if on_task_done:
+            on_task_done(results)
+    return results
 
 
 def train_heads(
@@ -341,14 +448,17 @@ def train_heads(
     custom: dict | None = None,
     log: Callable[[str], None] = print,
     summary_path: str | Path | None = None,
+    layer_budget: float | None = None,
     **options,
 ) -> dict[str, dict]:
     """Train teacher + distilled student per task; student head folders go to ``out/<task>/``.
 
     ``max_train`` may be one cap for all tasks or ``{task: cap}``; any ``HeadOptions``
     field can be passed as a keyword (``seeds``, ``search``, ``branch_layer``,
-    ``student_layers``, ``temperature``, ``full_baseline``, ...). Teachers go to
-    ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
+    ``student_layers``, ``search_student_layers``, ``temperature``, ``full_baseline``, ...).
+    ``layer_budget`` (e.g. 0.35) chooses every task's ``(k, m)`` jointly so that the
+    merged model costs at most that fraction of one full model per task. Teachers go
+    to ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
     """
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if not torch.cuda.is_available() else 8)))
     if isinstance(tasks, str):
@@ -363,13 +473,14 @@ def train_heads(
         raise PipelineError(f"unknown options: {sorted(unknown)}")
     if "seeds" in options:
         options["seeds"] = tuple(options["seeds"])
-    if "depths" in options:
-        options["depths"] = tuple(options["depths"])
-    results = {}
-    for task in tasks:
-        cap_ = max_train.get(task) if isinstance(max_train, dict) else max_train
-        opts = HeadOptions(max_train=cap_, epochs=epochs, **options)
-        results[task] = train_task(bb, task, opts, out, teachers_out, glue_dir, custom, log)
+    for key in ("depths", "search_student_layers"):
+        if key in options:
+            options[key] = tuple(options[key])
+    task_opts = {
+        task: HeadOptions(max_train=max_train.get(task) if isinstance(max_train, dict) else max_train, epochs=epochs, **options)
+        for task in tasks
+    }
+    results = train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget)
     if summary_path:
         Path(summary_path).write_text(json.dumps(results, indent=1, default=str) + "\n")
     return results

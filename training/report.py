@@ -25,7 +25,7 @@ from trunkserve.modules import Trunk
 
 from .cache import HiddenStateCache
 from .loop import FitConfig, bf16_supported
-from .pipeline import HeadOptions, prepare, train_task
+from .pipeline import HeadOptions, prepare, train_tasks
 from .teacher import train_teacher
 
 SMALL_TASKS = ("cola", "mrpc", "stsb", "rte")
@@ -70,6 +70,15 @@ def merged_cost(results: dict, num_layers: int) -> dict:
     separate = num_layers * len(results)
     return {"deepest_branch": deepest, "student_layers": heads, "merged_layers": deepest + heads,
             "separate_layers": separate, "ratio": (deepest + heads) / separate}
+
+
+def _search_intro(res: dict) -> str:
+    budget = res["options"].get("layer_budget")
+    if not budget:
+        return "Each task keeps the (k, m) whose student validates best."
+    return (f"The merged cost couples the tasks (the trunk runs to the deepest k any head uses; every head adds m layers), so (k, m) "
+            f"is chosen jointly: the highest summed student validation score whose cost fits {100 * budget:.0f}% of one full model "
+            "per task (`training.pipeline.choose`). Teacher score first, then the students by m.")
 
 
 def _fmt(mean: float, std: float | None, n: int) -> str:
@@ -118,6 +127,7 @@ def write_markdown(path: Path, res: dict) -> None:
         f"| **{avg['student_pct_of_full']:.1f}%** | |"
     )
     c = res["cost"]
+    ms = sorted({c_["m"] for r in tasks.values() for c_ in r["seeds"][0]["candidates"]})
     lines += [
         "",
         f"**Layer cost.** One full model per task: {L} x {len(tasks)} = {c['separate_layers']} layers per request set. "
@@ -131,15 +141,24 @@ def write_markdown(path: Path, res: dict) -> None:
         "",
         "![scores](glue.png)",
         "",
-        "## Branch depth search (validation scores, seed 0)",
+        "## Search over branch depth k and student layers m (validation scores, seed 0)",
         "",
-        "| task | " + " | ".join(f"k={k} teacher / student" for k in res["depths"]) + " | chosen k |",
+        _search_intro(res),
+        "",
+        "| task | " + " | ".join(f"k={k}: teacher" + "".join(f" / m={m}" for m in ms) for k in res["depths"]) + " | chosen |",
         "|---|" + "---|" * (len(res["depths"]) + 1),
     ]
     for t, r in tasks.items():
-        by_k = {c_["k"]: c_ for c_ in r["seeds"][0]["candidates"]}
-        cells = [f"{by_k[k]['teacher_val']:.1f} / {by_k[k]['student_val']:.1f}" if k in by_k else "-" for k in res["depths"]]
-        lines.append(f"| {t} | " + " | ".join(cells) + f" | {r['k']} |")
+        cands = r["seeds"][0]["candidates"]
+        cells = []
+        for k in res["depths"]:
+            at_k = {c_["m"]: c_ for c_ in cands if c_["k"] == k}
+            if not at_k:
+                cells.append("-")
+                continue
+            teacher = next(iter(at_k.values()))["teacher_val"]
+            cells.append(f"{teacher:.1f}" + "".join(f" / {at_k[m]['student_val']:.1f}" if m in at_k else " / -" for m in ms))
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | k={r['k']}, m={r['m']} |")
     if any("mkdm" in r for r in tasks.values()):
         lines += ["", "## Multi-teacher distillation (MKDM: one student from the average of the seeds' teachers' soft labels)", "",
                   "| task | teachers | MKDM student | single-teacher students (mean) |", "|---|---|---|---|"]
@@ -167,10 +186,11 @@ def write_markdown(path: Path, res: dict) -> None:
         f"{res['options']['epochs']} epochs (student {res['options']['student_epochs'] or res['options']['epochs']}), "
         "validation twice per epoch, best checkpoint kept, early stopping after 4 evaluations without improvement, max length "
         f"{res['options']['max_length']}.",
-        f"- Student: {res['options']['student_layers']} layer(s) initialised from the teacher's lowest task layer, pooler and output layer; "
+        f"- Student: m = {'/'.join(map(str, ms))} layer(s) initialised from the teacher's lowest task layer(s), pooler and output layer; "
         f"loss T^2 * soft CE (T={res['options']['temperature']}) + hard CE; regression: MSE to teacher score + MSE to label.",
         "- Teacher: backbone layers k..L-1 fine-tuned on top of the frozen trunk; k searched over the trunk's branch depths "
-        f"{tuple(res['depths'])} by the student's validation score.",
+        f"{tuple(res['depths'])}; (k, m) chosen by the students' validation scores"
+        + (f", jointly under the layer budget ({100 * res['options']['layer_budget']:.0f}% of one full model per task)." if res["options"].get("layer_budget") else "."),
         "",
         "Caveat: these are capped training sets; scores on the full training sets are higher for every column.",
         "",
@@ -206,7 +226,7 @@ def plot(path: Path, res: dict) -> None:
 
 def run_report(
     tasks, out="artifacts/heads", report_dir="reports", small_seeds=(0, 1, 2), measure_speedup=True,
-    command="", glue_dir=None, max_train=None, backbone=None, custom=None, log=print, **options,
+    command="", glue_dir=None, max_train=None, backbone=None, custom=None, log=print, layer_budget=None, **options,
 ) -> dict:
     from .data.glue import default_glue_dir
     from .pipeline import CustomTask
@@ -225,18 +245,21 @@ def run_report(
     options.update(search=True, full_baseline=True)
     options.setdefault("mkdm", True)
     options.pop("seeds", None)
-    results = {}
-    for task in tasks:
-        cap_ = max_train.get(task) if isinstance(max_train, dict) else max_train
-        seeds = tuple(small_seeds) if task in SMALL_TASKS else (0,)
-        opts = HeadOptions(max_train=cap_, seeds=seeds, **options)
-        results[task] = train_task(bb, task, opts, out, out.parent / "teachers", glue_dir, custom, log)
-        (report_dir / "glue.partial.json").write_text(json.dumps(results, indent=1, default=str))
+    task_opts = {
+        task: HeadOptions(max_train=max_train.get(task) if isinstance(max_train, dict) else max_train,
+                          seeds=tuple(small_seeds) if task in SMALL_TASKS else (0,), **options)
+        for task in tasks
+    }
+    results = train_tasks(
+        bb, task_opts, out, out.parent / "teachers", glue_dir, custom, log, layer_budget,
+        on_task_done=lambda r: (report_dir / "glue.partial.json").write_text(json.dumps(r, indent=1, default=str)),
+    )
     depths = tuple(sorted(set(HeadOptions(**{k: v for k, v in options.items() if k == "depths"}).depths)))
     res = {
         "command": command, "backbone": bb.name, "num_layers": bb.config.num_hidden_layers,
         "hidden_size": bb.config.hidden_size, "glue_dir": str(glue_dir), "tasks": results, "depths": depths,
-        "options": {**HeadOptions(**options).__dict__, "max_train": max_train, "small_seeds": list(small_seeds)},
+        "options": {**HeadOptions(**options).__dict__, "max_train": max_train, "small_seeds": list(small_seeds),
+                    "layer_budget": layer_budget},
         "machine": f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()})"
         if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "precision": "bfloat16 autocast, float32 weights" if bf16_supported() and options.get("bf16") is not False else "float32",
