@@ -25,7 +25,13 @@ SERVED_TASKS = {
 }
 from trunkserve.defaults import DEFAULT_DEPTHS  # noqa: E402
 
-DEPTH = DEFAULT_DEPTHS[0]  # the shipped default, so tests exercise what users deploy
+DEPTHS = tuple(DEFAULT_DEPTHS)  # the shipped default, so tests exercise what users deploy
+DEPTH = DEPTHS[0]
+
+
+def head_depth(i: int) -> int:
+    """Served heads cycle over the trunk's depths (sst2 and stsb at the first, mrpc at the next)."""
+    return DEPTHS[i % len(DEPTHS)]
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +45,7 @@ def backbone():
 def trunk(backbone):
     from trunkserve.modules import Trunk
 
-    return Trunk.from_state_dict(backbone.config, backbone.state_dict, [DEPTH]).freeze()
+    return Trunk.from_state_dict(backbone.config, backbone.state_dict, list(DEPTHS)).freeze()
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +61,7 @@ def head_dirs(tmp_path_factory, backbone, trunk):
 
     root = tmp_path_factory.mktemp("heads")
     for i, (task, spec) in enumerate(SERVED_TASKS.items()):
-        make_untrained_head(backbone, root / task, task, branch_layer=DEPTH, seed=i, trunk=trunk, **spec)
+        make_untrained_head(backbone, root / task, task, branch_layer=head_depth(i), seed=i, trunk=trunk, **spec)
     return {task: root / task for task in SERVED_TASKS}
 
 
@@ -64,7 +70,7 @@ def built_repo(tmp_path_factory, head_dirs):
     from export.repository import build_repository
 
     out = tmp_path_factory.mktemp("repo") / "model_repository"
-    return build_repository(list(head_dirs.values()), out=out, depths=[DEPTH])
+    return build_repository(list(head_dirs.values()), out=out, depths=list(DEPTHS))
 
 
 @pytest.fixture(scope="session")

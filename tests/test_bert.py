@@ -74,3 +74,23 @@ def test_head_outputs(backbone):
     np.testing.assert_allclose(probs.sum(-1).detach().numpy(), 1.0, rtol=1e-6)
     with pytest.raises(ValueError):
         Head(backbone.config, 1, 2, "ranking")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_head_last_layer_first_token_only_is_exact(backbone, tokenizer, num_layers):
+    """The head computes its last layer at [CLS] only; the pooled output must equal the whole-sequence one."""
+    feeds = _feeds(tokenizer)
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [3]).eval()
+    head = Head.from_backbone_layers(backbone.config, backbone.state_dict, 3, num_layers, 2).eval()
+    with torch.no_grad():
+        (h,) = trunk(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+        bias = mask_bias(feeds["attention_mask"])
+        whole = h
+        for layer in head.layers:
+            whole = layer(whole, bias)  # every position, as BERT computes it
+        want = head.classifier(head.pooler(whole))
+        last = head.layers[-1](h if num_layers == 1 else head.layers[0](h, bias), bias, first_token_only=True)
+        got = head(h, feeds["attention_mask"])
+    assert last.shape == (h.shape[0], 1, h.shape[2])
+    torch.testing.assert_close(last[:, 0], whole[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

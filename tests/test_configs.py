@@ -1,7 +1,7 @@
 """Every generated config, for every backend, parses back into Triton's ModelConfig."""
 
 import pytest
-from conftest import DEPTH
+from conftest import DEPTH, DEPTHS
 from tritonclient.grpc import model_config_pb2
 
 from export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
@@ -12,7 +12,7 @@ from export.repository import build_repository
 def repo_per_backend(request, tmp_path_factory, head_dirs):
     out = tmp_path_factory.mktemp(request.param) / "repo"
     opts = ServingOptions(backend=request.param, head_instances=2, ort_intra_op_threads=1)
-    return request.param, build_repository(list(head_dirs.values()), out=out, depths=[DEPTH], options=opts).repo
+    return request.param, build_repository(list(head_dirs.values()), out=out, depths=list(DEPTHS), options=opts).repo
 
 
 def _configs(repo):
@@ -62,8 +62,10 @@ def test_ensembles_route_through_trunk(repo_per_backend):
     head_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_sst2")
     assert head_step.input_map["hidden_states"] == f"hidden_{DEPTH}"
     trunk = read_config(repo / "trunk")
-    assert trunk.parameters["depths"].string_value == str(DEPTH)
-    assert len(trunk.parameters[f"fingerprint_{DEPTH}"].string_value) == 16
+    assert [int(d) for d in trunk.parameters["depths"].string_value.split(",")] == list(DEPTHS)
+    assert all(len(trunk.parameters[f"fingerprint_{d}"].string_value) == 16 for d in DEPTHS)
+    mrpc_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_mrpc")
+    assert mrpc_step.input_map["hidden_states"] == f"hidden_{DEPTHS[-1]}"  # heads read different depths
 
 
 def test_tensorrt_plan_commands(repo_per_backend):

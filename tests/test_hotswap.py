@@ -21,7 +21,7 @@ from export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
 from trunkserve.artifacts import HeadMeta, save_head
 from trunkserve.modules import Head
 from trunkserve.synthetic import make_untrained_head
-from conftest import DEPTH
+from conftest import DEPTH, DEPTHS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def bad_heads(tmp_path_factory, new_heads, built_repo, backbone):
     bad["wrong_hidden_size"] = (save_head(root / "narrow", Head(meta.config, 1, 2, "classification"), meta), "hidden size 128, the trunk outputs 384")
 
     bad["wrong_fingerprint"] = (copy_head(good, root / "fp", trunk_fingerprint="0123456789abcdef"), "was trained on trunk 0123456789abcdef")
-    bad["wrong_depth"] = (new_heads["depth2"], rf"reads depth 2, the deployed trunk exposes depths \[{DEPTH}\]")
+    bad["wrong_depth"] = (new_heads["depth2"], rf"reads depth 2, the deployed trunk exposes depths \[{', '.join(map(str, DEPTHS))}\]")
     bad["illegal_name"] = (copy_head(good, root / "illegal", task="Cola-Task!"), "invalid task name 'Cola-Task!'")
     bad["no_labels"] = (copy_head(good, root / "nolabels", labels=[]), "needs at least 2 labels")
     canary = copy_head(good, root / "bad_canary")

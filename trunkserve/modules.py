@@ -127,8 +127,10 @@ class Head(nn.Module):
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Raw task output: logits ``[batch, num_labels]`` or scores ``[batch, 1]``."""
         bias = mask_bias(attention_mask, hidden.dtype)
-        for layer in self.layers:
-            hidden = layer(hidden, bias)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            # Only [CLS] of the last layer reaches the pooler: compute that row alone (exact).
+            hidden = layer(hidden, bias, first_token_only=i == last)
         return self.classifier(self.dropout(self.pooler(hidden)))
 
     def serving_outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
