@@ -17,7 +17,8 @@ from training.cache import HiddenStateCache
 from training.data.encode import encode_examples, pad_tokens
 from training.data.glue import default_glue_dir
 from training.data.types import Example
-from training.distill import DistillError, distillation_loss, init_student, soft_cross_entropy, train_student
+from training.ablation import ablate_task
+from training.distill import DistillError, distillation_loss, hidden_mse, init_student, soft_cross_entropy, train_student
 from training.loop import FitConfig
 from training.metrics import compute_metrics
 from training.pipeline import HeadOptions, PipelineError, TaskSearch, Trial, candidates, choose, merged_layers, prepare, run_seed, train_heads
@@ -60,6 +61,17 @@ def test_distillation_loss_hand_computed():
     # regression: MSE to the teacher's score + MSE to the label
     r = distillation_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [2.0]]), torch.tensor([0.0, 3.0]), "regression")
     assert r.item() == pytest.approx((0.25 + 0) / 2 + (1 + 1) / 2)
+
+
+def test_hidden_mse_hand_computed():
+    # student layer j maps to teacher layer (j+1)*n//m - 1: 1 student layer of 2 -> the teacher's last
+    mask = torch.tensor([[1, 1, 0]])
+    s = [torch.zeros(1, 3, 2)]
+    t = [torch.full((1, 3, 2), 5.0), torch.tensor([[[1.0, 1.0], [3.0, 1.0], [100.0, 100.0]]])]
+    # real tokens only: (1 + 1 + 9 + 1) / (2 tokens * 2 dims) = 3; the padded 100s are ignored
+    assert hidden_mse(s, t, mask).item() == pytest.approx(3.0)
+    # 2 student layers of 2: layer j -> teacher layer j; each layer (16 + 16 + 4 + 16) / 4 = 13, averaged over layers
+    assert hidden_mse([t[1], t[0]], t, mask).item() == pytest.approx(13.0)
 
 
 def test_cache_matches_fresh_trunk_pass(bb, sst2):
@@ -147,6 +159,12 @@ def test_train_heads_writes_exportable_heads(bb, tmp_path):
     with torch.no_grad():
         out = head(trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])[0], t["attention_mask"])
     np.testing.assert_allclose(out.numpy(), np.array(canary["outputs"]["score"]), atol=1e-4)
+    # the hidden-state ablation runs on the written teacher: the extra loss term changes what is learnt
+    ab = ablate_task(bb, "stsb", tmp_path / "teachers/stsb", 1, HeadOptions(max_train=250, epochs=1, max_val=30, max_dev=60,
+                     depths=(3,), progress=False), glue_dir=GLUE, log=lambda *_: None)
+    assert ab["k"] == 3 and set(ab["runs"]) == {"0.0", "1.0"}
+    assert all(np.isfinite(r["dev"]) for r in ab["runs"].values())
+    assert ab["runs"]["0.0"]["val"] != ab["runs"]["1.0"]["val"]
 
 
 def test_custom_task_end_to_end_and_cli(bb, tmp_path):

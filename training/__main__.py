@@ -99,6 +99,12 @@ def main(argv=None) -> int:
     rep.add_argument("--no-speedup", action="store_true", help="skip the cache speed-up measurement")
     rep.add_argument("--command", default=None, help=argparse.SUPPRESS)
 
+    ab = sub.add_parser("hidden-ablation", help="does hidden-state distillation help? students with/without it from a report's teachers")
+    ab.add_argument("--report", default="reports/glue.json", help="glue.json written by `report` (updated in place, with glue.md)")
+    ab.add_argument("--weight", type=float, default=1.0, help="hidden-state MSE weight to compare against 0")
+    ab.add_argument("--glue-dir", default=None)
+    ab.add_argument("--backbone", default=None)
+
     a = ap.parse_args(argv)
     try:
         if a.cmd == "train-heads":
@@ -113,6 +119,10 @@ def main(argv=None) -> int:
             train_heads(a.tasks, glue_dir=a.glue_dir, out=a.out, max_train=DEMO_CAPS, epochs=4, student_epochs=5, lr=3e-4, max_dev=500,
                         max_val=200, progress=sys.stderr.isatty())
             print(f"demo heads written to {a.out}/ in {time.time() - t0:.0f}s")
+        elif a.cmd == "hidden-ablation":
+            from .ablation import hidden_ablation
+
+            hidden_ablation(a.report, weights=(0.0, a.weight), glue_dir=a.glue_dir, backbone=a.backbone)
         elif a.cmd == "report":
             from .report import run_report
 

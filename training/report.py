@@ -165,6 +165,10 @@ def write_markdown(path: Path, res: dict) -> None:
         for t, r in tasks.items():
             if "mkdm" in r:
                 lines.append(f"| {t} | {r['mkdm']['teachers']} | {r['mkdm']['dev'][r['headline_split']]['score']:.1f} | {r['student_dev_mean']:.1f} |")
+    if "hidden_ablation" in res:
+        from .ablation import ablation_markdown
+
+        lines += ablation_markdown(res["hidden_ablation"])
     sp = res.get("speedup")
     if sp:
         lines += [
