@@ -25,7 +25,9 @@ SERVED_TASKS = {
 }
 from trunkserve.defaults import DEFAULT_DEPTHS  # noqa: E402
 
-DEPTHS = tuple(DEFAULT_DEPTHS)  # the shipped default, so tests exercise what users deploy
+# The shipped default depth(s), so tests exercise what users deploy, plus one deeper
+# branch so that heads reading different depths are always served and checked.
+DEPTHS = tuple(sorted({*DEFAULT_DEPTHS, max(DEFAULT_DEPTHS) + 1}))
 DEPTH = DEPTHS[0]
 
 

@@ -140,4 +140,6 @@ def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
     path = tmp_path / "head" / "1" / "model.onnx"
     export_head(head, meta.task, path)
     change = tune_graph(path, fuse=True)
-    assert change.fused.get("Attention", 0) == 1 and change.max_abs_diff < 1e-3
+    # The head's last layer attends from [CLS] only, so ORT's fused Attention (self-attention
+    # over one input) does not apply; the layer's norms and GELU still fuse, outputs unchanged.
+    assert change.fused.get("SkipLayerNormalization", 0) >= 1 and change.max_abs_diff < 1e-3
