@@ -10,8 +10,10 @@ the report call. Per task:
 2. run the frozen trunk once over train/validation/dev and cache the hidden states
    at every candidate branch depth;
 3. train a partial fine-tuning teacher per candidate ``(k, n)`` and distil it into
-   a student; the candidate whose *student* validates best wins (the student is
-   what is served). Later seeds train the winner only;
+   a student per candidate size ``m``; the candidate whose *student* validates best
+   wins (the student is what is served), or, with a layer budget, the combination
+   over all tasks with the best summed validation score that fits (``choose``).
+   Later seeds train the winner only;
 4. optionally train the full fine-tuning baseline on the same split;
 5. write the best seed's student to ``out/<task>/`` and its teacher to
    ``teachers_out/<task>/`` (both loadable with ``trunkserve.artifacts.load_head``).
@@ -422,18 +424,31 @@ def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teach
 def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teachers_out: Path | None, glue_dir=None,
                 custom=None, log=print, layer_budget: float | None = None,
                 on_task_done: Callable[[dict], None] | None = None) -> dict[str, dict]:
-    """Search every task's candidates on its first seed, choose (jointly under ``layer_budget``), then finish each."""
-    searches = {t: search_task(bb, t, o, glue_dir, custom, log) for t, o in task_opts.items()}
-    chosen = choose(searches, bb.config.num_hidden_layers, layer_budget)
-    if layer_budget is not None:
-        log(f"layer budget {layer_budget:.0%}: " + ", ".join(f"{t} k={x.k} m={x.m}" for t, x in chosen.items())
-            + f" -> {merged_layers({t: (x.k, x.m) for t, x in chosen.items()})} of {bb.config.num_hidden_layers * len(chosen)} layers")
-    results = {}
-    for task, search in searches.items():
-        results[task] = finish_task(bb, search, chosen[task], out, teachers_out, log)
+    """Search every task's candidates on its first seed, choose, then finish each task.
+
+    Without a budget each task is chosen alone, so it is finished (and its trunk cache
+    freed) before the next is searched. A budget couples the tasks: every search, with
+    its cache, is kept until the joint choice is made.
+    """
+    results: dict[str, dict] = {}
+
+    def finish(task: str, search: TaskSearch, trial: Trial) -> None:
+        results[task] = finish_task(bb, search, trial, out, teachers_out, log)
         results[task]["layer_budget"] = layer_budget
         if on_task_done:
             on_task_done(results)
+
+    if layer_budget is None:
+        for task, opts in task_opts.items():
+            search = search_task(bb, task, opts, glue_dir, custom, log)
+            finish(task, search, choose({task: search}, bb.config.num_hidden_layers)[task])
+        return results
+    searches = {t: search_task(bb, t, o, glue_dir, custom, log) for t, o in task_opts.items()}
+    chosen = choose(searches, bb.config.num_hidden_layers, layer_budget)
+    log(f"layer budget {layer_budget:.0%}: " + ", ".join(f"{t} k={x.k} m={x.m}" for t, x in chosen.items())
+        + f" -> {merged_layers({t: (x.k, x.m) for t, x in chosen.items()})} of {bb.config.num_hidden_layers * len(chosen)} layers")
+    for task, search in searches.items():
+        finish(task, search, chosen[task])
     return results
 
 
