@@ -11,6 +11,8 @@ web UI. Traffic and shape options (``--ensemble``, ``--mix``,
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import gevent
 import grpc.experimental.gevent as grpc_gevent
@@ -70,6 +72,7 @@ def _watch_failures(environment, threshold: float) -> None:
 @events.init.add_listener
 def _on_init(environment, **_):
     opts = environment.parsed_options
+    _exit_without_finalisation.options = opts
     threshold = float(getattr(opts, "stop_failure_ratio", 0.0) or 0.0) if opts else 0.0
     if threshold > 0 and environment.runner is not None:
         gevent.spawn(_watch_failures, environment, threshold)
@@ -80,6 +83,25 @@ def _on_stop(environment, **_):
     path = getattr(environment.parsed_options, "record_file", "") if environment.parsed_options else ""
     if path:
         write_records(path, _records)
+
+
+@events.quit.add_listener
+def _exit_without_finalisation(exit_code, **_):
+    """Leave as soon as Locust is done, skipping interpreter finalisation.
+
+    gevent-patched gRPC can hang there (a known class of gevent/grpc shutdown race):
+    once, in a clean-clone CI run, a 2 s gRPC run printed its summary and then never
+    exited. Records are written at ``test_stop`` and the stats are printed before
+    ``quit`` fires, so nothing is lost; with ``--csv`` Locust still has files to close
+    after this event, so it is left to exit normally.
+    """
+    env_opts = getattr(_exit_without_finalisation, "options", None)
+    if env_opts is not None and getattr(env_opts, "csv_prefix", None):
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 class StagedShape(LoadTestShape):
