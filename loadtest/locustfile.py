@@ -28,6 +28,7 @@ from loadtest.users import TritonGrpcUser, TritonHttpUser  # noqa: E402,F401
 log = logging.getLogger("loadtest")
 FAILURE_CHECK_MIN_REQUESTS = 20
 _records: list[Record] = []
+_csv_requested = False  # set at init: Locust closes its CSV files after the quit event
 
 
 @events.init_command_line_parser.add_listener
@@ -72,7 +73,8 @@ def _watch_failures(environment, threshold: float) -> None:
 @events.init.add_listener
 def _on_init(environment, **_):
     opts = environment.parsed_options
-    _exit_without_finalisation.options = opts
+    global _csv_requested
+    _csv_requested = bool(opts is not None and getattr(opts, "csv_prefix", None))
     threshold = float(getattr(opts, "stop_failure_ratio", 0.0) or 0.0) if opts else 0.0
     if threshold > 0 and environment.runner is not None:
         gevent.spawn(_watch_failures, environment, threshold)
@@ -95,8 +97,7 @@ def _exit_without_finalisation(exit_code, **_):
     ``quit`` fires, so nothing is lost; with ``--csv`` Locust still has files to close
     after this event, so it is left to exit normally.
     """
-    env_opts = getattr(_exit_without_finalisation, "options", None)
-    if env_opts is not None and getattr(env_opts, "csv_prefix", None):
+    if _csv_requested:
         return
     logging.shutdown()
     sys.stdout.flush()

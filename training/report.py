@@ -25,7 +25,7 @@ from trunkserve.modules import Trunk
 
 from .cache import HiddenStateCache
 from .loop import FitConfig, bf16_supported
-from .pipeline import HeadOptions, prepare, train_tasks
+from .pipeline import HeadOptions, merged_layers, prepare, train_tasks
 from .teacher import train_teacher
 
 SMALL_TASKS = ("cola", "mrpc", "stsb", "rte")
@@ -75,11 +75,11 @@ def trainings_on_cache(results: dict) -> int:
 
 
 def merged_cost(results: dict, num_layers: int) -> dict:
-    deepest = max(r["k"] for r in results.values())
-    heads = sum(r["m"] for r in results.values())
+    """The report's cost block; the layer count is ``pipeline.merged_layers``, the rule the budget uses."""
+    merged = merged_layers({t: (r["k"], r["m"]) for t, r in results.items()})
     separate = num_layers * len(results)
-    return {"deepest_branch": deepest, "student_layers": heads, "merged_layers": deepest + heads,
-            "separate_layers": separate, "ratio": (deepest + heads) / separate}
+    return {"deepest_branch": max(r["k"] for r in results.values()), "student_layers": sum(r["m"] for r in results.values()),
+            "merged_layers": merged, "separate_layers": separate, "ratio": merged / separate}
 
 
 def _search_intro(res: dict) -> str:
