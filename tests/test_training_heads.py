@@ -219,3 +219,19 @@ def test_budgeted_choice_is_the_best_combination_that_fits():
 
 def test_merged_layers_counts_the_trunk_once():
     assert merged_layers({"a": (4, 1), "b": (3, 2), "c": (4, 1)}) == 4 + 4
+
+
+def test_train_device_follows_the_environment(monkeypatch):
+    from training.loop import ENV_DEVICE, train_device
+
+    monkeypatch.setenv(ENV_DEVICE, "cpu")
+    assert train_device() == torch.device("cpu")
+    monkeypatch.setenv(ENV_DEVICE, "not-a-device")
+    with pytest.raises(ValueError, match=ENV_DEVICE):
+        train_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv(ENV_DEVICE, "cuda")
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train_device()
+    monkeypatch.delenv(ENV_DEVICE)
+    assert train_device().type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,6 +12,8 @@ per-example offsets (no padding). Size = tokens x hidden x 2 bytes x depths; e.g
 The cache is bounded by ``max_bytes`` (default ``DEFAULT_CACHE_BYTES`` = 4 GiB):
 examples beyond the bound are not stored and are recomputed by the trunk whenever
 a batch needs them, so a large data set still trains, only slower.
+The store lives on the training device (``training.loop.train_device()``): on a GPU
+the trunk runs there once and every batch is gathered there, with no host copies.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from trunkserve.modules import Trunk
 
 from .data.encode import Encoded, length_batches, pad_tokens
+from .loop import train_device
 
 DEFAULT_CACHE_BYTES = 4 << 30
 
@@ -45,7 +48,8 @@ class HiddenStateCache:
         progress: bool = False,
         desc: str = "trunk cache",
     ):
-        self.trunk = trunk.freeze()
+        self.device = train_device()
+        self.trunk = trunk.freeze().to(self.device)
         self.enc = enc
         self.depths = tuple(trunk.depths)
         self.dtype = dtype
@@ -58,7 +62,7 @@ class HiddenStateCache:
         self.offsets = np.zeros(len(enc) + 1, dtype=np.int64)
         self.offsets[1:] = np.cumsum(lengths)
         total = int(self.offsets[self.n_cached])
-        self.store = {d: torch.empty(total, hidden, dtype=dtype) for d in self.depths}
+        self.store = {d: torch.empty(total, hidden, dtype=dtype, device=self.device) for d in self.depths}
         self.nbytes = total * per_token
         t0 = time.perf_counter()
         batches = length_batches(lengths[: self.n_cached], batch_size, shuffle=False)
@@ -69,38 +73,48 @@ class HiddenStateCache:
             it = tqdm(batches, desc=desc, leave=False)
         for idx in it:
             outs = self._run_trunk(idx)
+            dest, src, _, _ = self._positions(idx)
+            dest, src = (torch.from_numpy(a).to(self.device) for a in (dest, src))
             for d, h in zip(self.depths, outs):
-                for row, i in enumerate(idx):
-                    a, b = self.offsets[i], self.offsets[i + 1]
-                    self.store[d][a:b] = h[row, : b - a].to(dtype)
+                self.store[d][src] = h.reshape(-1, hidden)[dest].to(dtype)
         self.build_seconds = time.perf_counter() - t0
 
     @torch.no_grad()
     def _run_trunk(self, idx) -> tuple[torch.Tensor, ...]:
-        t = pad_tokens(self.enc, idx)
+        t = {k: v.to(self.device) for k, v in pad_tokens(self.enc, idx).items()}
         return self.trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])
 
     def __len__(self) -> int:
         return len(self.enc)
 
+    def _positions(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """For examples ``idx`` right-padded to their longest: every real token's row in the
+        flattened padded batch (``dest``) and in the flat store (``src``), the lengths, the padded length."""
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
+        seq = int(lengths.max())
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        dest = np.repeat(np.arange(len(idx)) * seq, lengths) + within
+        return dest, np.repeat(starts, lengths) + within, lengths, seq
+
     def batch(self, idx, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hidden [B, S, H] float32, attention_mask [B, S])`` for examples ``idx`` at ``depth``."""
         if depth not in self.store:
             raise CacheError(f"depth {depth} not cached (cached: {self.depths})")
-        idx = list(idx)
-        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
-        seq = max(lengths)
-        hidden = torch.zeros(len(idx), seq, self.trunk.config.hidden_size)
-        mask = torch.zeros(len(idx), seq, dtype=torch.long)
-        missing = [row for row, i in enumerate(idx) if i >= self.n_cached]
-        if missing:
-            outs = self._run_trunk([idx[r] for r in missing])
-            h = outs[self.depths.index(depth)]
+        idx = np.asarray(idx, dtype=np.int64)
+        dest, src, lengths, seq = self._positions(idx)
+        n = len(idx)
+        hidden = torch.zeros(n * seq, self.trunk.config.hidden_size, device=self.device)
+        # One gather from the flat store and one scatter into the padded batch, not a copy per row.
+        cached = np.repeat(idx < self.n_cached, lengths)
+        if cached.any():
+            hidden[torch.from_numpy(dest[cached]).to(self.device)] = self.store[depth][
+                torch.from_numpy(src[cached]).to(self.device)].float()
+        missing = np.flatnonzero(idx >= self.n_cached)
+        if len(missing):
+            h = self._run_trunk(idx[missing])[self.depths.index(depth)]
             for j, row in enumerate(missing):
-                hidden[row, : lengths[row]] = h[j, : lengths[row]].to(self.dtype).float()
-        store = self.store[depth]
-        for row, i in enumerate(idx):
-            if i < self.n_cached:
-                hidden[row, : lengths[row]] = store[self.offsets[i]: self.offsets[i + 1]]
-            mask[row, : lengths[row]] = 1
-        return hidden, mask
+                hidden[row * seq: row * seq + lengths[row]] = h[j, : lengths[row]].to(self.dtype).float()
+        mask = torch.zeros(n * seq, dtype=torch.long)
+        mask[torch.from_numpy(dest)] = 1
+        return hidden.view(n, seq, -1), mask.view(n, seq).to(self.device)

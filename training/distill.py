@@ -121,8 +121,8 @@ def train_student(
         if (t.task_type, t.num_labels) != (first.task_type, first.num_labels):
             raise DistillError("teachers disagree on task type or label count")
     student = init_student(first, num_layers)
-    targets = teacher_targets(teachers, train, depth, temperature, bf16=cfg.use_bf16)
-    labels = torch.from_numpy(train.enc.labels)
+    targets = teacher_targets(teachers, train, depth, temperature, bf16=cfg.use_bf16).to(train.device)
+    labels = torch.from_numpy(train.enc.labels).to(train.device)
     for t in teachers:
         t.eval()
         for p in t.parameters():

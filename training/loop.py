@@ -6,11 +6,16 @@ checkpoint kept (and restored at the end), early stopping after ``patience`` eva
 without improvement, and a tqdm bar with the running loss and last validation score.
 Mixed precision (bfloat16 autocast) is used where the CPU has native bf16 (AMX /
 AVX512-BF16) or on a GPU; master weights stay float32.
+
+Device: training runs on ``train_device()``: CUDA when present (the trunk cache, the
+trained modules and every batch live there), else the CPU; ``TRUNKSERVE_TRAIN_DEVICE``
+overrides it (``cpu`` on a GPU machine, say, to reproduce a CPU run).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,8 +26,23 @@ import torch
 from torch import nn
 
 
+ENV_DEVICE = "TRUNKSERVE_TRAIN_DEVICE"
+
+
+def train_device() -> torch.device:
+    """``$TRUNKSERVE_TRAIN_DEVICE``, else ``cuda`` when a GPU is visible, else ``cpu``."""
+    name = os.environ.get(ENV_DEVICE) or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"{ENV_DEVICE}={name!r} is not a torch device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{ENV_DEVICE}={name!r} but no CUDA device is visible")
+    return dev
+
+
 def bf16_supported() -> bool:
-    if torch.cuda.is_available():
+    if train_device().type == "cuda":
         return torch.cuda.is_bf16_supported()
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         fn = getattr(torch.cpu, probe, None)
@@ -32,10 +52,6 @@ def bf16_supported() -> bool:
         except Exception:  # pragma: no cover - private API differs between releases
             pass
     return False
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -78,8 +94,7 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(enabled: bool):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(train_device().type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def make_optimizer(module: nn.Module, cfg: FitConfig, total_steps: int):
@@ -112,6 +127,7 @@ def fit(
     """Train the trainable parameters of ``module``; ``loss_fn(batch_indices)`` returns the loss."""
     from tqdm import tqdm
 
+    module.to(train_device())
     trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
     if not trainable:
         raise ValueError(f"{desc}: nothing to train (all parameters frozen)")

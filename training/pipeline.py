@@ -355,6 +355,7 @@ def head_meta(bb: Backbone, d: TaskData, head: Head, k: int, opts: HeadOptions, 
 
 
 def write_head(folder: Path, bb: Backbone, head: Head, meta: HeadMeta) -> Path:
+    head = head.cpu()  # trained on the training device; artefacts and their canary are CPU float32
     trunk = Trunk.from_state_dict(bb.config, bb.state_dict, (meta.branch_layer,)).freeze()
     tok = BucketTokenizer(bb.path, max_length=DEFAULT_MAX_SEQ_LEN)
     return save_head(folder, head, meta, canary=make_canary(trunk, head.eval(), meta.branch_layer, tok))

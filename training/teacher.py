@@ -19,7 +19,7 @@ from trunkserve.modules import REGRESSION, Head, Trunk
 
 from .cache import HiddenStateCache
 from .data.encode import Encoded, length_batches, pad_tokens
-from .loop import FitConfig, FitResult, autocast, fit, seed_everything
+from .loop import FitConfig, FitResult, autocast, fit, seed_everything, train_device
 from .metrics import compute_metrics, headline
 
 
@@ -33,12 +33,12 @@ def task_loss(out: torch.Tensor, labels: torch.Tensor, task_type: str) -> torch.
 @torch.no_grad()
 def predict_head(head: Head, cache: HiddenStateCache, depth: int, batch_size: int = 128, bf16: bool = False) -> np.ndarray:
     """Head outputs for every example of ``cache``, in example order (float32 numpy)."""
-    head.eval()
+    head.to(cache.device).eval()
     out = np.zeros((len(cache), head.num_labels), dtype=np.float32)
     for idx in length_batches(cache.enc.lengths, batch_size, shuffle=False):
         hidden, mask = cache.batch(idx, depth)
         with autocast(bf16):
-            out[idx] = head(hidden, mask).float().numpy()
+            out[idx] = head(hidden, mask).float().cpu().numpy()
     return out
 
 
@@ -58,7 +58,7 @@ def train_head_on_cache(
     desc: str = "head",
 ) -> FitResult:
     """Fit ``head`` on cached states; ``loss_fn(out, idx, hidden, mask)`` defaults to the task loss."""
-    labels = torch.from_numpy(train.enc.labels)
+    labels = torch.from_numpy(train.enc.labels).to(train.device)
     if loss_fn is None:
         def loss_fn(out, idx, hidden, mask):
             return task_loss(out, labels[idx], head.task_type)
@@ -108,13 +108,18 @@ class FullModel(nn.Module):
         return self.head(hidden, attention_mask)
 
 
+def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
+
 @torch.no_grad()
 def predict_full(model: FullModel, enc: Encoded, batch_size: int = 128, bf16: bool = False) -> np.ndarray:
-    model.eval()
+    dev = train_device()
+    model.to(dev).eval()
     out = np.zeros((len(enc), model.head.num_labels), dtype=np.float32)
     for idx in length_batches(enc.lengths, batch_size, shuffle=False):
         with autocast(bf16):
-            out[idx] = model(**pad_tokens(enc, idx)).float().numpy()
+            out[idx] = model(**_on(pad_tokens(enc, idx), dev)).float().cpu().numpy()
     return out
 
 
@@ -123,11 +128,12 @@ def train_full(
     desc: str = "full fine-tuning",
 ) -> tuple[FullModel, FitResult]:
     seed_everything(cfg.seed)
-    model = FullModel(bb, num_labels, task_type, cfg.seed)
-    labels = torch.from_numpy(train.labels)
+    dev = train_device()
+    model = FullModel(bb, num_labels, task_type, cfg.seed).to(dev)
+    labels = torch.from_numpy(train.labels).to(dev)
 
     def step(idx):
-        return task_loss(model(**pad_tokens(train, idx)), labels[idx], task_type)
+        return task_loss(model(**_on(pad_tokens(train, idx), dev)), labels[idx], task_type)
 
     def batches(epoch):
         return length_batches(train.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
