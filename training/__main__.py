@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     ab.add_argument("--glue-dir", default=None)
     ab.add_argument("--backbone", default=None)
 
+    rd = sub.add_parser("render", help="rewrite glue.md and glue.png from a report's glue.json")
+    rd.add_argument("--report", default="reports/glue.json")
+
     a = ap.parse_args(argv)
     try:
         if a.cmd == "train-heads":
@@ -119,6 +122,10 @@ def main(argv=None) -> int:
             train_heads(a.tasks, glue_dir=a.glue_dir, out=a.out, max_train=DEMO_CAPS, epochs=4, student_epochs=5, lr=3e-4, max_dev=500,
                         max_val=200, progress=sys.stderr.isatty())
             print(f"demo heads written to {a.out}/ in {time.time() - t0:.0f}s")
+        elif a.cmd == "render":
+            from .report import render
+
+            print(f"wrote {render(a.report)}")
         elif a.cmd == "hidden-ablation":
             from .ablation import hidden_ablation
 

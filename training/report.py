@@ -193,8 +193,9 @@ def write_markdown(path: Path, res: dict) -> None:
         ]
     lines += [
         "", "## Settings", "",
-        f"- Training-set caps (seeded sample of the train file; 10% of it, at most {res['options']['max_val']} rows, held out for validation): "
-        + ", ".join(f"{t} {r['train_rows'] + r['val_rows']}" for t, r in tasks.items()) + ".",
+        f"- Training rows per task (train + validation; 10% of them, at most {res['options']['max_val']}, held out for validation): "
+        + ", ".join(f"{t} {r['train_rows'] + r['val_rows']}" + (" (seeded sample, capped)" if _cap(res, t) else " (whole train file)")
+                    for t, r in tasks.items()) + ".",
         f"- Same recipe for all three models: AdamW, lr {res['options']['lr']} (full FT {res['options']['full_lr'] or res['options']['lr']}), "
         f"batch {res['options']['batch_size']}, 10% warm-up then linear decay, grad-norm clip 1.0, "
         f"{res['options']['epochs']} epochs (student {res['options']['student_epochs'] or res['options']['epochs']}), "
@@ -206,10 +207,25 @@ def write_markdown(path: Path, res: dict) -> None:
         f"{tuple(res['depths'])}; (k, m) chosen by the students' validation scores"
         + (f", jointly under the layer budget ({100 * res['options']['layer_budget']:.0f}% of one full model per task)." if res["options"].get("layer_budget") else "."),
         "",
-        "Caveat: these are capped training sets; scores on the full training sets are higher for every column.",
-        "",
     ]
+    if any(_cap(res, t) for t in tasks):
+        lines += ["Caveat: capped training sets; scores on the full training sets are higher for every column.", ""]
     path.write_text("\n".join(lines))
+
+
+def _cap(res: dict, task: str) -> int | None:
+    """The training-row cap the study used for ``task`` (None: the whole train file)."""
+    caps = res["options"].get("max_train")
+    return caps.get(task) if isinstance(caps, dict) else caps
+
+
+def render(report: str | Path) -> Path:
+    """Rewrite ``glue.md`` and ``glue.png`` beside a ``glue.json`` (after editing wording, or for a run made elsewhere)."""
+    report = Path(report)
+    res = json.loads(report.read_text())
+    write_markdown(report.with_suffix(".md"), res)
+    plot(report.with_suffix(".png"), res)
+    return report.with_suffix(".md")
 
 
 def plot(path: Path, res: dict) -> None:
