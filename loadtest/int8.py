@@ -1,0 +1,225 @@
+"""What int8 dynamic quantisation costs in accuracy, and what it buys in speed, on the GLUE dev sets.
+
+    python -m loadtest.int8 --heads artifacts/report-heads3 --work /tmp/trunkserve-int8 --out reports
+    python -m loadtest.int8 --quantise model_repository --into model_repository_int8   # opt in
+
+Why: int8 roughly halves the CPU per input of the merged graphs (``loadtest/tuning.py``),
+but it changes outputs, so it may only become a default once its cost on the dev sets
+is known. This builds a repository from trained heads (float32, as exported and
+validated), copies it and quantises every graph of the copy (trunk and heads, ONNX
+Runtime's dynamic int8), then scores both with the same in-process pipeline the
+serving benchmark uses (bucketing tokenizer -> trunk -> every head) on each task's
+dev set, and times both at the same batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LoadTestError
+
+
+@dataclass
+class Variant:
+    name: str
+    scores: dict[str, float]  # task -> GLUE dev score x 100 (headline split)
+    metrics: dict[str, dict]
+    inputs_per_s: float
+    cpu_s_per_input: float
+    model_mb: float
+
+
+def served_outputs(pipeline, examples: Sequence, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Every head's outputs (logits, or the regression score) for ``examples``, in their order.
+
+    Inputs are tokenized one at a time (as the server does per request) and run in
+    batches of one length bucket, so a padded row never meets a longer bucket.
+    """
+    from trunkserve.specs import LOGITS, SCORE, TOKEN_INPUTS
+
+    by_bucket: dict[int, list[tuple[int, dict]]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        enc = pipeline.tokenizer.encode([ex.text], [ex.text_pair or ""]).as_dict()
+        by_bucket[enc["input_ids"].shape[1]].append((i, enc))
+    out: dict[str, np.ndarray] = {}
+    for group in by_bucket.values():
+        for s in range(0, len(group), batch_size):
+            chunk = group[s:s + batch_size]
+            rows = [i for i, _ in chunk]
+            ids = {n: np.concatenate([e[n] for _, e in chunk]) for n in TOKEN_INPUTS}
+            for (entry, _), result in zip(pipeline.heads, pipeline.run(ids)):
+                y = result[SCORE if entry.task_type == "regression" else LOGITS]
+                if entry.task not in out:
+                    out[entry.task] = np.zeros((len(examples), y.shape[1]), np.float32)
+                out[entry.task][rows] = y
+    return out
+
+
+def dev_scores(repo: Path, glue_dir: Path | None, max_rows: int | None = None) -> tuple[dict, dict]:
+    """GLUE dev scores of every head in ``repo`` through the exported graphs (headline split)."""
+    from training.data.glue import load_glue_task
+    from training.metrics import compute_metrics, headline
+
+    from .inprocess import MergedPipeline
+
+    pipeline = MergedPipeline(repo)
+    scores, metrics = {}, {}
+    for entry, _ in pipeline.heads:
+        data = load_glue_task(entry.task, glue_dir, splits=("dev",))
+        split, rows = next(iter(data.dev.items()))
+        rows = rows[:max_rows] if max_rows else rows
+        outputs = served_outputs(_only(pipeline, entry.task), rows)[entry.task]
+        labels = np.array([r.label for r in rows])
+        metrics[entry.task] = compute_metrics(data.metric, outputs, labels)
+        scores[entry.task] = round(headline(metrics[entry.task]), 2)
+    return scores, metrics
+
+
+def _only(pipeline, task: str):
+    """A view of ``pipeline`` that runs one head (the others' dev sets are scored separately)."""
+    import copy
+
+    view = copy.copy(pipeline)
+    view.heads = [(e, r) for e, r in pipeline.heads if e.task == task]
+    return view
+
+
+def quantised_copy(repo: Path, dest: Path) -> Path:
+    from .tuning import tune_repository
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(repo, dest)
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
+    try:
+        tune_repository(dest, fuse=False, quantize=True)
+    finally:
+        root.setLevel(level)
+    return dest
+
+
+def trained_scores(folders: Sequence[Path]) -> dict[str, float]:
+    """The dev score each head recorded at training time (PyTorch, float32): the float32 graphs must reproduce it."""
+    out = {}
+    for f in folders:
+        meta = json.loads((Path(f) / "head.json").read_text())
+        dev = meta.get("metrics", {}).get("dev", {})
+        if dev:
+            out[meta["task"]] = round(float(next(iter(dev.values()))["score"]), 2)
+    return out
+
+
+def measure_variant(name: str, repo: Path, glue_dir, max_rows, speed_s: float, batch_size: int) -> Variant:
+    from .corpus import load_corpus
+    from .inprocess import MergedPipeline, measure
+    from .deployments import model_bytes
+
+    scores, metrics = dev_scores(repo, glue_dir, max_rows)
+    speed = measure(MergedPipeline(repo), load_corpus(None), batch_size, speed_s)
+    return Variant(name, scores, metrics, speed.inputs_per_s, speed.cpu_s_per_input, round(model_bytes(repo) / 1e6, 1))
+
+
+def int8_cost(heads: Sequence[Path], work: Path, glue_dir=None, max_rows: int | None = None, speed_s: float = 8.0,
+              batch_size: int = 16, log=print) -> dict:
+    from export.cli import head_folders
+    from export.repository import build_repository
+
+    t0 = time.time()
+    fp32 = work / "fp32"
+    folders = head_folders([Path(h) for h in heads])
+    if not folders:
+        raise LoadTestError(f"no head folders (with head.json) under {', '.join(map(str, heads))}")
+    build_repository(folders, fp32)
+    int8 = quantised_copy(fp32, work / "int8")
+    log(f"built and quantised in {time.time() - t0:.0f}s; scoring")
+    variants = [measure_variant(n, r, glue_dir, max_rows, speed_s, batch_size) for n, r in (("float32", fp32), ("int8", int8))]
+    for v in variants:
+        log(f"[{v.name}] {v.scores}; {v.inputs_per_s} inputs/s, {v.cpu_s_per_input} CPU s/input")
+    return {"heads": [str(h) for h in heads], "max_rows": max_rows, "trained_scores": trained_scores(folders), "batch_size": batch_size,
+            "command": "python -m loadtest.int8 " + " ".join(sys.argv[1:]), "variants": [asdict(v) for v in variants],
+            "seconds": round(time.time() - t0, 1)}
+
+
+def markdown(res: dict) -> str:
+    f, q = res["variants"]
+    tasks = list(f["scores"])
+    avg = {v["name"]: float(np.mean([v["scores"][t] for t in tasks])) for v in (f, q)}
+    lines = [
+        "# Int8 dynamic quantisation: accuracy cost on the GLUE dev sets", "",
+        f"Generated by `{res['command']}` (`loadtest/int8.py`); heads: {', '.join(f'`{h}`' for h in res['heads'])}.",
+        "Both variants are the same exported repository: float32 as exported (validated against PyTorch), and a copy "
+        "whose every graph (trunk and heads) went through ONNX Runtime's `quantize_dynamic` (int8 weights, "
+        "activations quantised per batch at run time). Scores are computed through the graphs, in-process, "
+        "with the server's tokenizer and length buckets" + (f", on the first {res['max_rows']} dev rows" if res["max_rows"] else "")
+        + "; speed is the in-process pipeline at batch " + f"{res['batch_size']} on the GLUE dev corpus.", "",
+        "`trained` is the dev score the head recorded in `head.json` at training time (PyTorch); on the whole dev set the "
+        "float32 graphs should reproduce it, which checks the scoring path itself.", "",
+        "| task | trained (PyTorch) | float32 graphs | int8 graphs | int8 change |", "|---|---|---|---|---|",
+    ]
+    trained = res.get("trained_scores", {})
+    for t in tasks:
+        tr = f"{trained[t]:.2f}" if t in trained else "-"
+        lines.append(f"| {t} | {tr} | {f['scores'][t]:.2f} | {q['scores'][t]:.2f} | {q['scores'][t] - f['scores'][t]:+.2f} |")
+    lines += [
+        f"| **average** | | **{avg['float32']:.2f}** | **{avg['int8']:.2f}** | **{avg['int8'] - avg['float32']:+.2f}** |", "",
+        "| variant | inputs/s | CPU s / input | model MB on disk |", "|---|---|---|---|",
+        *(f"| {v['name']} | {v['inputs_per_s']} | {v['cpu_s_per_input']} | {v['model_mb']} |" for v in (f, q)), "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.int8", description=__doc__.split("\n")[0])
+    p.add_argument("--heads", type=Path, nargs="+", help="trained head folders, or folders of them (the study)")
+    p.add_argument("--quantise", type=Path, default=None, metavar="REPO",
+                   help="instead of the study: write an int8 copy of this built repository to --into")
+    p.add_argument("--into", type=Path, default=None)
+    p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-int8"))
+    p.add_argument("--glue-dir", type=Path, default=None)
+    p.add_argument("--max-rows", type=int, default=None, help="score only the first N dev rows per task")
+    p.add_argument("--speed-s", type=float, default=8.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", type=Path, default=Path("reports"))
+    a = p.parse_args(argv)
+    if a.quantise:
+        if not a.into:
+            p.error("--quantise needs --into")
+        if a.into.resolve() == a.quantise.resolve():
+            p.error("--into must differ from the repository (the float32 graphs are kept)")
+        try:
+            quantised_copy(a.quantise, a.into)
+        except (LoadTestError, OSError, ValueError) as exc:
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {a.into} (int8; accuracy cost: reports/int8-accuracy.md)")
+        return 0
+    if not a.heads:
+        p.error("give --heads (the study) or --quantise REPO --into DEST")
+    try:
+        res = int8_cost(a.heads, a.work, a.glue_dir, a.max_rows, a.speed_s, a.batch_size)
+    except (LoadTestError, OSError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "int8-accuracy.json").write_text(json.dumps(res, indent=1) + "\n")
+    (a.out / "int8-accuracy.md").write_text(markdown(res))
+    print(f"wrote {a.out / 'int8-accuracy.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
