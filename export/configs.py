@@ -34,11 +34,12 @@ class ServingOptions:
     backend: str = PYTHON_ORT
     max_batch_size: int = 64
     # Tuned on the 2-core machine (reports/serving-cost.md): every ensemble step is a
-    # Python-backend round trip, so larger server-side batches (20 ms window) and two
-    # single-threaded trunk instances beat small batches on multi-threaded sessions
-    # (N=5 merged: 77.8 -> 100.7 inputs/s at p99 < 500 ms).
+    # Python-backend round trip with a cost per execution, so larger server-side batches
+    # (20 ms window; no preferred size below 32, which would release a batch as soon as
+    # 16 requests wait) and two single-threaded trunk instances beat small batches on
+    # multi-threaded sessions.
     max_queue_delay_us: int = 20000
-    preferred_batch_sizes: Sequence[int] = (16, 32, 64)
+    preferred_batch_sizes: Sequence[int] = (32, 64)
     tokenizer_instances: int = 1
     trunk_instances: int = 2
     head_instances: int = 1
