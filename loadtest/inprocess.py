@@ -69,14 +69,19 @@ class MergedPipeline:
 
     def batches(self, inputs: Sequence[Pair], batch_size: int):
         """Tokenize one input at a time, group by bucket, merge up to ``batch_size`` (the server's batching)."""
-        groups: dict[int, list[dict]] = defaultdict(list)
-        for text, pair in inputs:
+        for _, ids in self.indexed_batches(inputs, batch_size):
+            yield ids
+
+    def indexed_batches(self, inputs: Sequence[Pair], batch_size: int):
+        """``batches``, each with the positions in ``inputs`` of its rows (to put outputs back in order)."""
+        groups: dict[int, list[tuple[int, dict]]] = defaultdict(list)
+        for i, (text, pair) in enumerate(inputs):
             enc = self.tokenizer.encode([text], [pair]).as_dict()
-            groups[enc["input_ids"].shape[1]].append(enc)
+            groups[enc["input_ids"].shape[1]].append((i, enc))
         for encs in groups.values():
-            for i in range(0, len(encs), batch_size):
-                chunk = encs[i : i + batch_size]
-                yield {n: np.concatenate([e[n] for e in chunk]) for n in TOKEN_INPUTS}
+            for s in range(0, len(encs), batch_size):
+                chunk = encs[s : s + batch_size]
+                yield [i for i, _ in chunk], {n: np.concatenate([e[n] for _, e in chunk]) for n in TOKEN_INPUTS}
 
 
 @dataclass

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -45,34 +45,24 @@ def served_outputs(pipeline, examples: Sequence, batch_size: int = 32) -> dict[s
     Inputs are tokenized one at a time (as the server does per request) and run in
     batches of one length bucket, so a padded row never meets a longer bucket.
     """
-    from trunkserve.specs import LOGITS, SCORE, TOKEN_INPUTS
+    from trunkserve.specs import LOGITS, SCORE
 
-    by_bucket: dict[int, list[tuple[int, dict]]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        enc = pipeline.tokenizer.encode([ex.text], [ex.text_pair or ""]).as_dict()
-        by_bucket[enc["input_ids"].shape[1]].append((i, enc))
     out: dict[str, np.ndarray] = {}
-    for group in by_bucket.values():
-        for s in range(0, len(group), batch_size):
-            chunk = group[s:s + batch_size]
-            rows = [i for i, _ in chunk]
-            ids = {n: np.concatenate([e[n] for _, e in chunk]) for n in TOKEN_INPUTS}
-            for (entry, _), result in zip(pipeline.heads, pipeline.run(ids)):
-                y = result[SCORE if entry.task_type == "regression" else LOGITS]
-                if entry.task not in out:
-                    out[entry.task] = np.zeros((len(examples), y.shape[1]), np.float32)
-                out[entry.task][rows] = y
+    pairs = [(ex.text, ex.text_pair or "") for ex in examples]
+    for rows, ids in pipeline.indexed_batches(pairs, batch_size):
+        for (entry, _), result in zip(pipeline.heads, pipeline.run(ids)):
+            y = result[SCORE if entry.task_type == "regression" else LOGITS]
+            if entry.task not in out:
+                out[entry.task] = np.zeros((len(examples), y.shape[1]), np.float32)
+            out[entry.task][rows] = y
     return out
 
 
-def dev_scores(repo: Path, glue_dir: Path | None, max_rows: int | None = None) -> tuple[dict, dict]:
-    """GLUE dev scores of every head in ``repo`` through the exported graphs (headline split)."""
+def dev_scores(pipeline, glue_dir: Path | None, max_rows: int | None = None) -> tuple[dict, dict]:
+    """GLUE dev scores of every head of ``pipeline`` (a ``MergedPipeline``) through the exported graphs (headline split)."""
     from training.data.glue import load_glue_task
     from training.metrics import compute_metrics, headline
 
-    from .inprocess import MergedPipeline
-
-    pipeline = MergedPipeline(repo)
     scores, metrics = {}, {}
     for entry, _ in pipeline.heads:
         data = load_glue_task(entry.task, glue_dir, splits=("dev",))
@@ -100,8 +90,6 @@ def quantised_copy(repo: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(repo, dest)
-    import logging
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
@@ -128,8 +116,9 @@ def measure_variant(name: str, repo: Path, glue_dir, max_rows, speed_s: float, b
     from .inprocess import MergedPipeline, measure
     from .deployments import model_bytes
 
-    scores, metrics = dev_scores(repo, glue_dir, max_rows)
-    speed = measure(MergedPipeline(repo), load_corpus(None), batch_size, speed_s)
+    pipeline = MergedPipeline(repo)
+    scores, metrics = dev_scores(pipeline, glue_dir, max_rows)
+    speed = measure(pipeline, load_corpus(None), batch_size, speed_s)
     return Variant(name, scores, metrics, speed.inputs_per_s, speed.cpu_s_per_input, round(model_bytes(repo) / 1e6, 1))
 
 

@@ -32,8 +32,8 @@ def test_quantised_copy_is_int8_smaller_and_scored(built_repo, tmp_path):
     src, dst = built_repo.repo / "trunk/1/model.onnx", q / "trunk/1/model.onnx"
     assert dst.stat().st_size < src.stat().st_size / 2
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(dst)).graph.node)
-    f32, _ = dev_scores(built_repo.repo, GLUE, max_rows=24)
-    i8, metrics = dev_scores(q, GLUE, max_rows=24)
+    f32, _ = dev_scores(MergedPipeline(built_repo.repo), GLUE, max_rows=24)
+    i8, metrics = dev_scores(MergedPipeline(q), GLUE, max_rows=24)
     assert set(f32) == set(i8) == {"sst2", "mrpc", "stsb"}
     assert all(np.isfinite(v) for v in i8.values()) and "pearson" in metrics["stsb"]
 

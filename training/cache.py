@@ -26,7 +26,7 @@ import torch
 from trunkserve.modules import Trunk
 
 from .data.encode import Encoded, length_batches, pad_tokens
-from .loop import train_device
+from .loop import to_device, train_device
 
 DEFAULT_CACHE_BYTES = 4 << 30
 
@@ -81,7 +81,7 @@ class HiddenStateCache:
 
     @torch.no_grad()
     def _run_trunk(self, idx) -> tuple[torch.Tensor, ...]:
-        t = {k: v.to(self.device) for k, v in pad_tokens(self.enc, idx).items()}
+        t = to_device(pad_tokens(self.enc, idx), self.device)
         return self.trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])
 
     def __len__(self) -> int:

@@ -41,6 +41,11 @@ def train_device() -> torch.device:
     return dev
 
 
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch of named tensors on ``device``."""
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
+
 def bf16_supported() -> bool:
     if train_device().type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -19,7 +19,7 @@ from trunkserve.modules import REGRESSION, Head, Trunk
 
 from .cache import HiddenStateCache
 from .data.encode import Encoded, length_batches, pad_tokens
-from .loop import FitConfig, FitResult, autocast, fit, seed_everything, train_device
+from .loop import FitConfig, FitResult, autocast, fit, seed_everything, to_device, train_device
 from .metrics import compute_metrics, headline
 
 
@@ -108,10 +108,6 @@ class FullModel(nn.Module):
         return self.head(hidden, attention_mask)
 
 
-def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-
-
 @torch.no_grad()
 def predict_full(model: FullModel, enc: Encoded, batch_size: int = 128, bf16: bool = False) -> np.ndarray:
     dev = train_device()
@@ -119,7 +115,7 @@ def predict_full(model: FullModel, enc: Encoded, batch_size: int = 128, bf16: bo
     out = np.zeros((len(enc), model.head.num_labels), dtype=np.float32)
     for idx in length_batches(enc.lengths, batch_size, shuffle=False):
         with autocast(bf16):
-            out[idx] = model(**_on(pad_tokens(enc, idx), dev)).float().cpu().numpy()
+            out[idx] = model(**to_device(pad_tokens(enc, idx), dev)).float().cpu().numpy()
     return out
 
 
@@ -133,7 +129,7 @@ def train_full(
     labels = torch.from_numpy(train.labels).to(dev)
 
     def step(idx):
-        return task_loss(model(**_on(pad_tokens(train, idx), dev)), labels[idx], task_type)
+        return task_loss(model(**to_device(pad_tokens(train, idx), dev)), labels[idx], task_type)
 
     def batches(epoch):
         return length_batches(train.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
