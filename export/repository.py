@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from trunkserve.artifacts import CANARY, HEAD_JSON, HeadMeta, load_head
+from trunkserve.artifacts import CANARY, HEAD_JSON, HeadMeta, load_head, read_meta
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN, ONNX_OPSET
 from trunkserve.fingerprint import trunk_fingerprint
@@ -311,11 +311,20 @@ def make_trunk(backbone: Backbone, depths: Sequence[int], max_seq_len: int) -> t
     return trunk, info
 
 
+def trunk_depths(heads: Sequence[str | Path]) -> list[int]:
+    """``DEFAULT_DEPTHS`` and the branch depth each head declares: what the trunk must expose to serve them.
+
+    A study that chose k per task (``reports/glue.md``) then deploys without a
+    ``--depths`` flag; heads hot-added later can read any of these depths.
+    """
+    return sorted({*DEFAULT_DEPTHS, *(read_meta(h).branch_layer for h in heads)})
+
+
 def build_repository(
     heads: Sequence[str | Path],
     out: str | Path = "model_repository",
     backbone: str | Path | None = None,
-    depths: Sequence[int] = DEFAULT_DEPTHS,
+    depths: Sequence[int] | None = None,
     options: ServingOptions | None = None,
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
@@ -323,14 +332,15 @@ def build_repository(
     """Build a complete repository in a staging folder, then swap it into ``out``.
 
     Every graph is validated against PyTorch before anything replaces ``out``,
-    so a failed build leaves the previous repository as it was.
+    so a failed build leaves the previous repository as it was. ``depths=None``
+    exposes ``DEFAULT_DEPTHS`` plus every depth the given heads read.
     """
     opts = options or ServingOptions()
     if not heads:
         raise RepositoryError("no head folders given")
     out = Path(out).resolve()
     bb = load_backbone(backbone)
-    trunk, info = make_trunk(bb, depths, max_seq_len)
+    trunk, info = make_trunk(bb, trunk_depths(heads) if depths is None else depths, max_seq_len)
     tokenizer = BucketTokenizer(bb.path, max_length=max_seq_len, buckets=buckets)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))

@@ -83,3 +83,22 @@ def test_tensorrt_plan_commands(repo_per_backend):
     assert "--maxShapes=input_ids:64x128,attention_mask:64x128,token_type_ids:64x128" in trunk
     assert any(a.startswith("--saveEngine=") and a.endswith("trunk/1/model.plan") for a in trunk)
     assert "--minShapes=hidden_states:1x1x384,attention_mask:1x1" in cmds["head_sst2"]
+
+
+def test_build_exposes_the_depths_the_heads_read(head_dirs, tmp_path):
+    """Without ``--depths`` the trunk exposes the default depth(s) and every head's own (a study may pick k per task)."""
+    import shutil
+
+    from export.repository import trunk_depths
+    from trunkserve.artifacts import read_meta
+    from trunkserve.defaults import DEFAULT_DEPTHS
+
+    deep = tmp_path / "deep"
+    shutil.copytree(head_dirs["mrpc"], deep)
+    meta = read_meta(deep)
+    assert meta.branch_layer not in DEFAULT_DEPTHS  # conftest serves mrpc one layer deeper
+    assert trunk_depths([deep]) == sorted({*DEFAULT_DEPTHS, meta.branch_layer})
+    assert trunk_depths([head_dirs["sst2"]]) == sorted(DEFAULT_DEPTHS)
+    (deep / "head.json").write_text("{not json")
+    with pytest.raises(ValueError):
+        trunk_depths([deep])

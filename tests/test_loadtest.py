@@ -143,3 +143,29 @@ def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
     # The head's last layer attends from [CLS] only, so ORT's fused Attention (self-attention
     # over one input) does not apply; the layer's norms and GELU still fuse, outputs unchanged.
     assert change.fused.get("SkipLayerNormalization", 0) >= 1 and change.max_abs_diff < 1e-3
+
+
+def test_stub_processes_are_attributed_to_their_model():
+    from loadtest.breakdown import model_of
+
+    stub = ["/x/backends/python/triton_python_backend_stub", "/srv/repo/head_sst2/1/model.py", "shm", "1048576"]
+    assert model_of(stub) == "head_sst2"
+    assert model_of(["/usr/bin/python3", "-m", "locust"]) is None
+
+
+@pytest.mark.server
+def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
+    from export.repository import scan_heads, head_model_name
+    from loadtest.breakdown import inprocess_parts, measure_server, render
+
+    srv = measure_server(server, users=2, seconds=2.0, warm_s=2.0, out_dir=tmp_path)
+    assert srv.inputs > 0 and srv.failures == 0
+    heads = {head_model_name(e.task) for e in scan_heads(built_repo.repo)}
+    assert {"triton", "tokenizer", "trunk"} | heads <= set(srv.cpu_ms_per_input)
+    assert srv.cpu_ms_per_input["trunk"] > 0 and srv.requests_per_execution["trunk"] >= 1.0
+    assert abs(sum(srv.cpu_ms_per_input.values()) - srv.total_ms_per_input) < 0.01
+
+    inproc = inprocess_parts(built_repo.repo, inputs=24, batch_size=8)
+    assert set(inproc) == {"tokenizer", "trunk"} | heads and all(v > 0 for v in inproc.values())
+    table = render(srv, inproc)
+    assert "| trunk |" in table and "**total**" in table
