@@ -26,6 +26,7 @@ from typing import Sequence
 import psutil
 
 from .errors import LoadTestError
+from .resources import process_tree
 
 SERVER = "triton"
 
@@ -41,14 +42,12 @@ def model_of(cmdline: Sequence[str]) -> str | None:
 def cpu_by_model(server_pid: int) -> dict[str, float]:
     """CPU seconds so far of the server process (``triton``) and of its stubs, summed per model."""
     out: dict[str, float] = {}
-    try:
-        root = psutil.Process(server_pid)
-        procs = [(root, SERVER), *((p, None) for p in root.children(recursive=True))]
-    except psutil.NoSuchProcess as exc:
-        raise LoadTestError(f"no server process {server_pid}") from exc
-    for proc, name in procs:
+    procs = process_tree(server_pid)
+    if not procs:
+        raise LoadTestError(f"no server process {server_pid}")
+    for proc in procs:
         try:
-            name = name or model_of(proc.cmdline()) or "other"
+            name = SERVER if proc.pid == server_pid else model_of(proc.cmdline()) or "other"
             t = proc.cpu_times()
             out[name] = out.get(name, 0.0) + t.user + t.system
         except psutil.Error:  # a stub that exited between the listing and the read
@@ -129,7 +128,6 @@ def inprocess_parts(repo: str | Path, inputs: int = 1024, batch_size: int = 16, 
     so the two sides line up row by row.
     """
     from export.repository import TOKENIZER, TRUNK, head_model_name
-    from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, hidden_name
 
     from .corpus import Sampler, load_corpus
     from .inprocess import MergedPipeline
@@ -146,7 +144,7 @@ def inprocess_parts(repo: str | Path, inputs: int = 1024, batch_size: int = 16, 
     for entry, run in pipeline.heads:
         t = time.process_time()
         for ids, h in zip(batches, hidden):
-            run({HEAD_HIDDEN: h[hidden_name(entry.branch_layer)], ATTENTION_MASK: ids[ATTENTION_MASK]})
+            run(pipeline.head_feeds(entry, h, ids))
         parts[head_model_name(entry.task)] = time.process_time() - t
     return {k: round(v / inputs * 1000.0, 3) for k, v in parts.items()}
 

@@ -62,10 +62,12 @@ class MergedPipeline:
 
     def run(self, ids: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         hidden = self.trunk(ids)
-        return [
-            run({HEAD_HIDDEN: hidden[hidden_name(e.branch_layer)], ATTENTION_MASK: ids[ATTENTION_MASK]})
-            for e, run in self.heads
-        ]
+        return [run(self.head_feeds(e, hidden, ids)) for e, run in self.heads]
+
+    @staticmethod
+    def head_feeds(entry, hidden: dict[str, np.ndarray], ids: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A head's inputs: the trunk output at its branch depth and the token mask (what the ensemble routes)."""
+        return {HEAD_HIDDEN: hidden[hidden_name(entry.branch_layer)], ATTENTION_MASK: ids[ATTENTION_MASK]}
 
     def batches(self, inputs: Sequence[Pair], batch_size: int):
         """Tokenize one input at a time, group by bucket, merge up to ``batch_size`` (the server's batching)."""

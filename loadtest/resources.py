@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import psutil
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants, root first; empty if it is gone."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -23,7 +24,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 def tree_cpu_seconds(pid: int) -> float:
     total = 0.0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -42,7 +43,7 @@ class Memory:
 def tree_memory(pid: int) -> Memory:
     rss = pss = 0.0
     n = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         try:
             m = p.memory_full_info()
             rss += m.rss
