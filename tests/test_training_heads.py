@@ -217,6 +217,40 @@ def test_budgeted_choice_is_the_best_combination_that_fits():
         choose(searches, 6, layer_budget=5 / 18)
 
 
+def _trials(*trials):
+    return [Trial(k, 6 - k, m, None, None, 0.0, val, 0.0, 0.0) for k, m, val in trials]
+
+
+def test_choice_ranks_by_the_mean_over_searched_seeds():
+    # Seed 0 alone prefers b's one-layer student (30 against 28); the three seeds' mean prefers two layers (24 against 29).
+    a = _search("a", (3, 1, 80.0), (3, 2, 81.0))
+    b = _search("b", (3, 1, 30.0), (3, 2, 28.0))
+    assert {t: (x.k, x.m) for t, x in choose({"a": a, "b": b}, 6, layer_budget=6 / 12).items()} == {"a": (3, 2), "b": (3, 1)}
+    b.later = {1: _trials((3, 1, 20.0), (3, 2, 29.0)), 2: _trials((3, 1, 22.0), (3, 2, 30.0))}
+    assert b.val(b.trials[0]) == pytest.approx(24.0) and b.val(b.trials[1]) == pytest.approx(29.0)
+    assert b.on_seed(2, b.trials[1]).student_val == 30.0
+    assert a.val(a.trials[1]) == 81.0  # a task searched on one seed keeps its own score
+    assert choose({"b": b}, 6)["b"].m == 2
+    # Under a budget with room for one two-layer head, b's gain on the mean (+5) beats a's (+1).
+    assert {t: (x.k, x.m) for t, x in choose({"a": a, "b": b}, 6, layer_budget=6 / 12).items()} == {"a": (3, 1), "b": (3, 2)}
+
+
+@needs_glue
+def test_search_on_every_seed_scores_later_seeds_without_retraining(bb, tmp_path):
+    res = train_heads(["stsb"], glue_dir=GLUE, out=tmp_path / "heads", max_train=150, epochs=1, max_val=30, max_dev=40,
+                      depths=(3,), search_student_layers=(1, 2), seeds=(0, 1), search_every_seed=True,
+                      progress=False, log=lambda *_: None)["stsb"]
+    first, second = res["seeds"]
+    assert [(c["k"], c["m"]) for c in second["candidates"]] == [(c["k"], c["m"]) for c in first["candidates"]] == [(3, 1), (3, 2)]
+    mean = {c["m"]: (c["student_val"] + d["student_val"]) / 2 for c, d in zip(first["candidates"], second["candidates"])}
+    assert res["m"] == max(mean, key=mean.get)
+    # the later seed's scored head is the one its search trained, not a retrained copy
+    chosen = next(c for c in second["candidates"] if c["m"] == res["m"])
+    assert second["student"]["val"] == chosen["student_val"] and second["teacher"]["val"] == chosen["teacher_val"]
+    _, meta = load_head(tmp_path / "heads/stsb")
+    assert meta.training["search_every_seed"] is True
+
+
 def test_merged_layers_counts_the_trunk_once():
     assert merged_layers({"a": (4, 1), "b": (3, 2), "c": (4, 1)}) == 4 + 4
 

@@ -23,3 +23,15 @@ def test_render_says_whether_training_sets_were_capped(tmp_path, study):
     assert ("(whole train file)" in md) == (not capped)
     avg = res["average"]["student_pct_of_full"]
     assert f"**{avg:.1f}%**" in md
+
+
+def test_search_table_shows_the_scores_the_choice_ranked():
+    from training.report import search_scores
+
+    def cand(m, teacher, student):
+        return {"k": 3, "n": 3, "m": m, "teacher_val": teacher, "student_val": student}
+
+    r = {"seeds": [{"candidates": [cand(1, 30.0, 30.0), cand(2, 30.0, 28.0)]},
+                   {"candidates": [cand(1, 20.0, 20.0), cand(2, 20.0, 30.0)]}]}
+    assert [c["student_val"] for c in search_scores(r, every_seed=False)] == [30.0, 28.0]
+    assert [(c["teacher_val"], c["student_val"]) for c in search_scores(r, every_seed=True)] == [(25.0, 25.0), (25.0, 29.0)]

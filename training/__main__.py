@@ -48,6 +48,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="choose every task's (k, m) jointly so the merged model costs at most this fraction of one full model per task (e.g. 0.35)")
     p.add_argument("--search", action="store_true", help="try every depth in --depths, keep the best on validation")
     p.add_argument("--search-teacher-layers", action="store_true", help="also try every n")
+    p.add_argument("--search-every-seed", action="store_true",
+                   help="train every candidate on every seed and rank by the mean validation score (default: the first seed's)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--hidden-weight", type=float, default=0.0, help="> 0 adds hidden-state distillation")
     p.add_argument("--max-length", type=int, default=128)
@@ -67,7 +69,8 @@ def options(a) -> dict:
         glue_dir=a.glue_dir, max_train=_caps(a.max_train), epochs=a.epochs, student_epochs=a.student_epochs,
         lr=a.lr, full_lr=a.full_lr, batch_size=a.batch_size, seeds=a.seeds, branch_layer=a.branch_layer,
         teacher_layers=a.teacher_layers, student_layers=a.student_layers, search=a.search,
-        search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers, temperature=a.temperature, hidden_weight=a.hidden_weight,
+        search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers,
+        search_every_seed=a.search_every_seed, temperature=a.temperature, hidden_weight=a.hidden_weight,
         max_length=a.max_length, max_val=a.max_val, max_dev=a.max_dev, full_baseline=a.full_baseline,
         bf16=False if a.no_bf16 else None, cache_max_bytes=int(a.cache_max_gb * 2**30), backbone=a.backbone,
         progress=not a.no_progress, custom=dict(CustomTask.parse(s) for s in a.custom),

@@ -105,6 +105,7 @@ class HeadOptions:
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
     progress: bool = True
     search_student_layers: tuple[int, ...] = ()  # several: try each m (chosen on validation, or under a layer budget)
+    search_every_seed: bool = False  # rank candidates by their mean validation score over every seed, not the first alone
     mkdm: bool = False  # with several seeds, also distil one student from all seeds' teachers (reported only)
 
     def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
@@ -286,7 +287,8 @@ def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: 
 
 @dataclass
 class TaskSearch:
-    """A task's data and the candidates trained on its first seed, before the (budgeted) choice."""
+    """A task's data and the candidates trained on its first seed (on every seed with
+    ``search_every_seed``), before the (budgeted) choice."""
 
     task: str
     opts: HeadOptions
@@ -294,6 +296,21 @@ class TaskSearch:
     trials: list[Trial]
     started: float
     custom: bool = False
+    later: dict[int, list[Trial]] = field(default_factory=dict)  # seed -> every candidate, with search_every_seed
+
+    def val(self, trial: Trial) -> float:
+        """What the choice ranks ``trial`` by: its student's validation score, averaged over every searched seed.
+
+        A few hundred validation rows make one seed's score noisy (CoLA's MCC moves
+        by points between seeds), and a noisy ranking picks heads that do not hold up
+        on more data; the mean over seeds is steadier.
+        """
+        same = [t.student_val for t in (trial, *(self.on_seed(s, trial) for s in self.later))]
+        return float(np.mean(same))
+
+    def on_seed(self, seed: int, trial: Trial) -> Trial:
+        """The candidate with ``trial``'s (k, n, m) as trained on a later searched ``seed``."""
+        return next(t for t in self.later[seed] if (t.k, t.n, t.m) == (trial.k, trial.n, trial.m))
 
 
 def search_task(bb: Backbone, task: str, opts: HeadOptions, glue_dir=None, custom=None, log=print) -> TaskSearch:
@@ -304,7 +321,8 @@ def search_task(bb: Backbone, task: str, opts: HeadOptions, glue_dir=None, custo
         f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
         f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
     trials = train_trials(bb, prep, opts, opts.seeds[0], cands, log)
-    return TaskSearch(task, opts, prep, trials, t0, custom=bool(custom and task in custom))
+    later = {seed: train_trials(bb, prep, opts, seed, cands, log) for seed in opts.seeds[1:]} if opts.search_every_seed else {}
+    return TaskSearch(task, opts, prep, trials, t0, custom=bool(custom and task in custom), later=later)
 
 
 def merged_layers(choice: dict[str, tuple[int, int]]) -> int:
@@ -313,7 +331,7 @@ def merged_layers(choice: dict[str, tuple[int, int]]) -> int:
 
 
 def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float | None = None) -> dict[str, Trial]:
-    """Per task the trial to serve: the best student on validation, or, with ``layer_budget``
+    """Per task the trial to serve: the best student on validation (``TaskSearch.val``), or, with ``layer_budget``
     (a fraction of one full model per task), the combination with the highest summed
     validation score whose merged layer cost fits the budget.
 
@@ -322,7 +340,7 @@ def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float
     over tasks whose state is (deepest branch, head layers so far).
     """
     if layer_budget is None:
-        return {t: max(s.trials, key=lambda x: x.student_val) for t, s in searches.items()}
+        return {t: max(s.trials, key=s.val) for t, s in searches.items()}
     limit = layer_budget * num_layers * len(searches)
     states: dict[tuple[int, int], tuple[float, dict[str, Trial]]] = {(0, 0): (0.0, {})}
     for task, search in searches.items():
@@ -332,7 +350,7 @@ def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float
                 key = (max(deep, trial.k), heads + trial.m)
                 if key[0] + key[1] > limit:
                     continue
-                cand = (score + trial.student_val, {**picked, task: trial})
+                cand = (score + search.val(trial), {**picked, task: trial})
                 if key not in nxt or cand[0] > nxt[key][0]:
                     nxt[key] = cand
         states = nxt
@@ -371,8 +389,12 @@ def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teach
     d, k = prep.data, trial.k
     seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log)]
     for seed in opts.seeds[1:]:
-        again = train_trials(bb, prep, opts, seed, [(trial.k, trial.n, trial.m)], log)
-        seeds.append(seed_result(bb, prep, opts, seed, again[0], again, log))
+        if seed in search.later:  # already trained by the search
+            tried, again = search.later[seed], search.on_seed(seed, trial)
+        else:
+            tried = train_trials(bb, prep, opts, seed, [(trial.k, trial.n, trial.m)], log)
+            again = tried[0]
+        seeds.append(seed_result(bb, prep, opts, seed, again, tried, log))
     best = max(seeds, key=lambda r: r["student"]["val"])
     headline_split = next(iter(prep.dev))
     summary = {
@@ -400,7 +422,7 @@ def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teach
         "teacher_layers": trial.n, "temperature": opts.temperature, "soft_weight": opts.soft_weight,
         "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],
         "seeds": list(opts.seeds), "max_train": opts.max_train, "train_rows": len(prep.train),
-        "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search,
+        "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search, "search_every_seed": opts.search_every_seed,
         "candidates": best["candidates"], "fit": opts.fit_config(best["seed"]).to_dict(),
         "student_epochs": opts.student_epochs or opts.epochs,
         "data": "glue" if task in GLUE_TASKS and not search.custom else "custom",

@@ -84,11 +84,27 @@ def merged_cost(results: dict, num_layers: int) -> dict:
 
 def _search_intro(res: dict) -> str:
     budget = res["options"].get("layer_budget")
+    seeds = (" Every candidate was trained on each of the task's seeds and is ranked by its mean validation score "
+             "(`--search-every-seed`): one seed's few hundred validation rows rank noisily.") if res["options"].get("search_every_seed") else ""
     if not budget:
-        return "Each task keeps the (k, m) whose student validates best."
-    return (f"The merged cost couples the tasks (the trunk runs to the deepest k any head uses; every head adds m layers), so (k, m) "
+        return "Each task keeps the (k, m) whose student validates best." + seeds
+    return seeds.lstrip() + (" " if seeds else "") + (f"The merged cost couples the tasks (the trunk runs to the deepest k any head uses; every head adds m layers), so (k, m) "
             f"is chosen jointly: the highest summed student validation score whose cost fits {100 * budget:.0f}% of one full model "
             "per task (`training.pipeline.choose`). Teacher score first, then the students by m.")
+
+
+def search_scores(r: dict, every_seed: bool) -> list[dict]:
+    """A task's candidates as the choice saw them: the first seed's validation scores, or
+    (``search_every_seed``) each candidate's mean over the seeds, which all trained it."""
+    first = r["seeds"][0]["candidates"]
+    if not every_seed:
+        return first
+    out = []
+    for c in first:
+        same = [x for s in r["seeds"] for x in s["candidates"] if (x["k"], x["n"], x["m"]) == (c["k"], c["n"], c["m"])]
+        out.append({**c, "teacher_val": float(np.mean([x["teacher_val"] for x in same])),
+                    "student_val": float(np.mean([x["student_val"] for x in same]))})
+    return out
 
 
 def _fmt(mean: float, std: float | None, n: int) -> str:
@@ -137,6 +153,7 @@ def write_markdown(path: Path, res: dict) -> None:
         f"| **{avg['student_pct_of_full']:.1f}%** | |"
     )
     c = res["cost"]
+    every_seed = bool(res["options"].get("search_every_seed"))
     ms = sorted({c_["m"] for r in tasks.values() for c_ in r["seeds"][0]["candidates"]})
     lines += [
         "",
@@ -151,7 +168,8 @@ def write_markdown(path: Path, res: dict) -> None:
         "",
         "![scores](glue.png)",
         "",
-        "## Search over branch depth k and student layers m (validation scores, seed 0)",
+        "## Search over branch depth k and student layers m (validation scores, "
+        + ("mean over each task's seeds)" if every_seed else "seed 0)"),
         "",
         _search_intro(res),
         "",
@@ -159,7 +177,7 @@ def write_markdown(path: Path, res: dict) -> None:
         "|---|" + "---|" * (len(res["depths"]) + 1),
     ]
     for t, r in tasks.items():
-        cands = r["seeds"][0]["candidates"]
+        cands = search_scores(r, every_seed)
         cells = []
         for k in res["depths"]:
             at_k = {c_["m"]: c_ for c_ in cands if c_["k"] == k}
