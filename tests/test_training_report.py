@@ -18,9 +18,11 @@ def test_render_says_whether_training_sets_were_capped(tmp_path, study):
     (tmp_path / "glue.json").write_text(json.dumps(res))
     md = render(tmp_path / "glue.json").read_text()
     assert (tmp_path / "glue.png").stat().st_size > 0
-    capped = res["options"]["max_train"] is not None
-    assert ("Caveat: capped training sets" in md) == capped
-    assert ("(whole train file)" in md) == (not capped)
+    caps = res["options"]["max_train"] or {}
+    capped = [t for t in res["tasks"] if (caps.get(t) if isinstance(caps, dict) else caps)]
+    assert ("Caveat: capped training sets" in md) == bool(capped)
+    for t, r in res["tasks"].items():  # the settings line says, per task, which rows it trained on
+        assert f"{t} {r['train_rows'] + r['val_rows']} " + ("(seeded sample, capped)" if t in capped else "(whole train file)") in md
     avg = res["average"]["student_pct_of_full"]
     assert f"**{avg:.1f}%**" in md
 

@@ -226,8 +226,9 @@ def write_markdown(path: Path, res: dict) -> None:
         + (f", jointly under the layer budget ({100 * res['options']['layer_budget']:.0f}% of one full model per task)." if res["options"].get("layer_budget") else "."),
         "",
     ]
-    if any(_cap(res, t) for t in tasks):
-        lines += ["Caveat: capped training sets; scores on the full training sets are higher for every column.", ""]
+    capped = [t for t in tasks if _cap(res, t)]
+    if capped:
+        lines += [f"Caveat: capped training sets ({', '.join(capped)}); scores on the full training sets are higher for every column.", ""]
     path.write_text("\n".join(lines))
 
 
