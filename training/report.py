@@ -84,13 +84,15 @@ def merged_cost(results: dict, num_layers: int) -> dict:
 
 def _search_intro(res: dict) -> str:
     budget = res["options"].get("layer_budget")
-    seeds = (" Every candidate was trained on each of the task's seeds and is ranked by its mean validation score "
-             "(`--search-every-seed`): one seed's few hundred validation rows rank noisily.") if res["options"].get("search_every_seed") else ""
+    parts = ["Every candidate was trained on each of the task's seeds and is ranked by its mean validation score "
+             "(`--search-every-seed`): one seed's few hundred validation rows rank noisily."] if res["options"].get("search_every_seed") else []
     if not budget:
-        return "Each task keeps the (k, m) whose student validates best." + seeds
-    return seeds.lstrip() + (" " if seeds else "") + (f"The merged cost couples the tasks (the trunk runs to the deepest k any head uses; every head adds m layers), so (k, m) "
-            f"is chosen jointly: the highest summed student validation score whose cost fits {100 * budget:.0f}% of one full model "
-            "per task (`training.pipeline.choose`). Teacher score first, then the students by m.")
+        parts.append("Each task keeps the (k, m) whose student validates best.")
+    else:
+        parts.append(f"The merged cost couples the tasks (the trunk runs to the deepest k any head uses; every head adds m layers), so (k, m) "
+                     f"is chosen jointly: the highest summed student validation score whose cost fits {100 * budget:.0f}% of one full model "
+                     "per task (`training.pipeline.choose`). Teacher score first, then the students by m.")
+    return " ".join(parts)
 
 
 def search_scores(r: dict, every_seed: bool) -> list[dict]:
