@@ -91,6 +91,28 @@ def test_head_last_layer_first_token_only_is_exact(backbone, tokenizer, num_laye
         want = head.classifier(head.pooler(whole))
         last = head.layers[-1](h if num_layers == 1 else head.layers[0](h, bias), bias, first_token_only=True)
         got = head(h, feeds["attention_mask"])
+        absorbed = head(h, feeds["attention_mask"], absorbed=True)
     assert last.shape == (h.shape[0], 1, h.shape[2])
     torch.testing.assert_close(last[:, 0], whole[:, 0], atol=1e-5, rtol=0)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(absorbed, want, atol=1e-5, rtol=0)
+
+
+def test_absorbed_first_token_attention_equals_the_plain_form(backbone):
+    """Keys and values folded into the [CLS] query: same output, padded positions still ignored."""
+    layer = Head.from_backbone_layers(backbone.config, backbone.state_dict, 3, 1, 2).layers[0].eval()
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 11, backbone.config.hidden_size) * 2
+    mask = torch.ones(3, 11, dtype=torch.int64)
+    mask[1, 4:] = 0
+    mask[2, 1:] = 0  # [CLS] alone
+    bias = mask_bias(mask)
+    with torch.no_grad():
+        plain = layer(hidden, bias, first_token_only=True)
+        folded = layer(hidden, bias, first_token_only=True, absorbed=True)
+        # What lies beyond the mask must not matter to the folded form either.
+        noisy = hidden.clone()
+        noisy[mask == 0] = 50.0
+        folded_noisy = layer(noisy, bias, first_token_only=True, absorbed=True)
+    torch.testing.assert_close(folded, plain, atol=2e-5, rtol=0)
+    torch.testing.assert_close(folded_noisy, plain, atol=2e-5, rtol=0)

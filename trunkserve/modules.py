@@ -124,29 +124,40 @@ class Head(nn.Module):
         nn.init.zeros_(head.classifier.bias)
         return head
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Raw task output: logits ``[batch, num_labels]`` or scores ``[batch, 1]``."""
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = False) -> torch.Tensor:
+        """Raw task output: logits ``[batch, num_labels]`` or scores ``[batch, 1]``.
+
+        ``absorbed``: compute the last layer's [CLS] attention in the folded form
+        (``BertLayer.forward``); the served graphs use it, training does not.
+        """
         bias = mask_bias(attention_mask, hidden.dtype)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             # Only [CLS] of the last layer reaches the pooler: compute that row alone (exact).
-            hidden = layer(hidden, bias, first_token_only=i == last)
+            hidden = layer(hidden, bias, first_token_only=i == last, absorbed=absorbed)
         return self.classifier(self.dropout(self.pooler(hidden)))
 
-    def serving_outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What the served graph returns: (logits, probabilities) or (score,)."""
-        out = self.forward(hidden, attention_mask)
+    def serving_outputs(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = True
+    ) -> tuple[torch.Tensor, ...]:
+        """What the served graph returns: (logits, probabilities) or (score,).
+
+        ``absorbed=False`` gives the same outputs computed as in training: the reference
+        that export validation holds the served graph to.
+        """
+        out = self.forward(hidden, attention_mask, absorbed=absorbed)
         if self.task_type == REGRESSION:
             return (out,)
         return out, torch.softmax(out, dim=-1)
 
 
 class HeadGraph(nn.Module):
-    """``Head.serving_outputs`` as ``forward``, for ONNX export."""
+    """``Head.serving_outputs`` as ``forward``, for ONNX export (``absorbed=False``: the validation reference)."""
 
-    def __init__(self, head: Head):
+    def __init__(self, head: Head, absorbed: bool = True):
         super().__init__()
         self.head = head
+        self.absorbed = absorbed
 
     def forward(self, hidden_states, attention_mask):
-        return self.head.serving_outputs(hidden_states, attention_mask)
+        return self.head.serving_outputs(hidden_states, attention_mask, absorbed=self.absorbed)
