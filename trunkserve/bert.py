@@ -116,7 +116,7 @@ class _SelfAttention(nn.Module):
         head's cost. Same result as ``forward(hidden, mask_bias, hidden[:, :1])`` up to float
         rounding (checked in tests and by export validation against the plain form).
         """
-        b, s, h = hidden.shape
+        b, _, h = hidden.shape
         # Batched products without broadcasting (which ONNX Runtime would materialise):
         # per attention head over the batch for the weights, per sequence for the positions.
         q = self.query(hidden[:, 0]).view(b, self.num_heads, self.head_dim).transpose(0, 1)  # [heads, b, dim]
