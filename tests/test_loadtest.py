@@ -63,6 +63,7 @@ def test_validation_accepts_a_right_response():
         (lambda o: o.pop("b_score"), "missing"),
         (lambda o: o.__setitem__("a_logits", o["a_logits"][:1]), "shape"),
         (lambda o: o.__setitem__("a_probabilities", o["a_probabilities"] * 0.5), "sum"),
+        (lambda o: o.__setitem__("a_probabilities", np.array([[1.5, -0.5], [0.5, 0.5]], np.float32)), "sum"),
         (lambda o: o.__setitem__("a_probabilities", o["a_probabilities"][:, ::-1].copy()), "softmax"),
         (lambda o: o.__setitem__("b_score", np.full((2, 1), np.nan, np.float32)), "non-finite"),
     ],
