@@ -12,6 +12,12 @@ the highest inputs/s with p99 under ``--p99-bound-ms`` and no failure. Also:
 resident memory of the server tree, model bytes on disk, and the merged
 graphs in-process with ONNX Runtime (no server). Writes JSON, markdown and a
 throughput-against-N plot.
+
+Triton / in-process from one server step and one in-process run is a single
+draw on a machine whose speed drifts by 5 to 10% from minute to minute, so the
+main N is also measured in ``--ratio-repeats`` alternating pairs (the server
+held at its best user count, then in-process at its best batch); the report
+quotes their median and range.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import resource
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -57,6 +63,8 @@ class BenchConfig:
     corpus: str = ""
     inprocess_s: float = 4.0
     inprocess_batches: Sequence[int] = (1, 4, 8, 16)
+    ratio_repeats: int = 3
+    ratio_hold_s: float = 12.0
 
     @property
     def stages(self) -> str:
@@ -146,6 +154,21 @@ def inprocess(repo: Path, cfg: BenchConfig, batches: Sequence[int]) -> list[dict
     return [asdict(measure_inprocess(pipeline, corpus, b, cfg.inprocess_s)) for b in batches]
 
 
+def ratio_pairs(repo: Path, cfg: BenchConfig, users: int, batch: int, out: Path, log=print) -> list[dict]:
+    """``cfg.ratio_repeats`` alternating pairs: merged server at ``users``, then in-process at ``batch``, ``ratio_hold_s`` each."""
+    hold = replace(cfg, users=(users,), step_s=cfg.ratio_hold_s, inprocess_s=cfg.ratio_hold_s)
+    pairs = []
+    for i in range(cfg.ratio_repeats):
+        step = measure(repo, MERGED, cfg.n_main, hold, out / f"ratio-{i}").steps[0]
+        local = inprocess(repo, hold, (batch,))[0]["inputs_per_s"]
+        pairs.append({"users": users, "server_inputs_per_s": step.inputs_per_s, "server_p99_ms": step.p99_ms,
+                      "server_failures": step.failures, "batch_size": batch, "inprocess_inputs_per_s": local,
+                      "ratio": round(step.inputs_per_s / local, 3) if local else 0.0})
+        log(f"[ratio {i + 1}/{cfg.ratio_repeats}] server {step.inputs_per_s} (p99 {step.p99_ms} ms) / "
+            f"in-process {local} = {pairs[-1]['ratio']}")
+    return pairs
+
+
 def load_snapshot() -> dict:
     """What else ran on the machine (another engineer's training shares these cores)."""
     import psutil
@@ -197,6 +220,9 @@ def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_pa
                 batches = cfg.inprocess_batches if n == cfg.n_main else (8,)
                 result["inprocess"][str(n)] = inprocess(repo, cfg, batches)
                 log(f"[in-process N={n}] {[r['inputs_per_s'] for r in result['inprocess'][str(n)]]} inputs/s")
+                if n == cfg.n_main and cfg.ratio_repeats and m.best:
+                    top = max(result["inprocess"][str(n)], key=lambda r: r["inputs_per_s"])
+                    result["ratio_pairs"] = ratio_pairs(repo, cfg, m.best.users, top["batch_size"], work / "runs", log)
             json_path.write_text(json.dumps(result, indent=2) + "\n")
     result["machine_after"] = load_snapshot()
     json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -217,6 +243,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-cost"), help="where repositories are built")
     p.add_argument("--out", type=Path, default=Path("reports"))
     p.add_argument("--no-report", action="store_true", help="JSON only")
+    p.add_argument("--ratio-repeats", type=int, default=None,
+                   help="alternating server / in-process pairs at N (default 3; 0 with --quick)")
     add_serving_options(p)
     args = p.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
@@ -224,6 +252,7 @@ def main(argv=None) -> int:
         n_main=args.n, sweep=[] if args.quick else ints(args.sweep), users=ints(args.users),
         step_s=5.0 if args.quick and args.step_s == 8.0 else args.step_s, p99_bound_ms=args.p99_bound_ms,
         batch_size=args.request_batch_size, protocol=args.protocol, corpus=args.corpus,
+        ratio_repeats=(0 if args.quick else 3) if args.ratio_repeats is None else args.ratio_repeats,
     )
     try:
         result = run_benchmark(cfg, serving_options(args), args.work, args.out / "serving-cost.json")

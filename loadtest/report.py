@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from .deployments import MERGED, SINGLE
@@ -95,6 +96,18 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
             f"({_best(m)} vs {top['inputs_per_s']} inputs/s); the Locust client used {m['locust_cpu_s']} CPU s "
             f"of the same 2 cores during that run ({m['wall_s']:.0f} s).",
         ]
+        pairs = result.get("ratio_pairs") or []
+        if pairs:
+            ratios = sorted(p["ratio"] for p in pairs)
+            L += [
+                "",
+                f"Repeated, alternating: the server held at {pairs[0]['users']} users for "
+                f"{result['config'].get('ratio_hold_s', '-')} s, then in-process at batch {pairs[0]['batch_size']}, "
+                f"{len(pairs)} times: " + ", ".join(
+                    f"{p['server_inputs_per_s']} / {p['inprocess_inputs_per_s']} = {p['ratio']:.2f}" for p in pairs)
+                + f". Triton / in-process: **median {statistics.median(ratios):.2f}x** "
+                f"(range {ratios[0]:.2f} to {ratios[-1]:.2f}).",
+            ]
         cheapest = min(x["cpu_s_per_input"] for x in ip)
         server_cpu = (m["best"] or {}).get("cpu_s_per_input")
         if server_cpu:

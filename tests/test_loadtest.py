@@ -170,3 +170,33 @@ def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
     assert set(inproc) == {"tokenizer", "trunk"} | heads and all(v > 0 for v in inproc.values())
     table = render(srv, inproc)
     assert "| trunk |" in table and "**total**" in table
+
+
+@pytest.mark.server
+def test_ratio_pairs_measure_the_server_and_in_process_in_turn(built_repo, tmp_path):
+    from loadtest.compare import BenchConfig, ratio_pairs
+
+    cfg = BenchConfig(ratio_repeats=2, ratio_hold_s=3.0)
+    pairs = ratio_pairs(built_repo.repo, cfg, users=2, batch=4, out=tmp_path, log=lambda *_: None)
+    assert len(pairs) == 2
+    for p in pairs:
+        assert p["server_failures"] == 0 and p["server_inputs_per_s"] > 0 and p["inprocess_inputs_per_s"] > 0
+        assert p["ratio"] == pytest.approx(p["server_inputs_per_s"] / p["inprocess_inputs_per_s"], abs=1e-3)
+    assert (tmp_path / "ratio-0" / "merged-5" / "steps.json").exists()
+
+
+def test_report_quotes_the_median_of_the_ratio_pairs(tmp_path):
+    import json
+    from pathlib import Path
+
+    from loadtest.report import write_report
+
+    result = json.loads((Path(__file__).resolve().parents[1] / "reports" / "serving-cost.json").read_text())
+    result["ratio_pairs"] = [
+        {"users": 64, "server_inputs_per_s": s, "server_p99_ms": 250.0, "server_failures": 0, "batch_size": 16,
+         "inprocess_inputs_per_s": 400.0, "ratio": s / 400.0}
+        for s in (280.0, 360.0, 320.0)
+    ]
+    text = write_report(result, tmp_path).read_text()
+    assert "**median 0.80x** (range 0.70 to 0.90)" in text
+    assert "280.0 / 400.0 = 0.70" in text
