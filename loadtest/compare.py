@@ -62,7 +62,7 @@ class BenchConfig:
     protocol: str = "http"
     corpus: str = ""
     inprocess_s: float = 4.0
-    inprocess_batches: Sequence[int] = (1, 4, 8, 16)
+    inprocess_batches: Sequence[int] = (1, 4, 8, 16, 32, 64)  # up to the server's max_batch_size: the ceiling is the best of these
     ratio_repeats: int = 3
     ratio_hold_s: float = 12.0
 
