@@ -8,6 +8,7 @@ a failed request in the load test.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -27,11 +28,11 @@ class ExpectedOutputs:
         """From Triton model metadata (JSON form): shapes include the batch axis first."""
         return cls({o["name"]: tuple(int(d) for d in o["shape"][1:]) for o in metadata["outputs"]})
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
         return sorted(self.dims)
 
-    @property
+    @cached_property
     def probability_names(self) -> list[str]:
         return [n for n in self.names if n.endswith("probabilities")]
 
