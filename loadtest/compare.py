@@ -146,21 +146,25 @@ def measure(repo: Path, kind: str, n: int, cfg: BenchConfig, out: Path) -> Measu
     )
 
 
-def inprocess(repo: Path, cfg: BenchConfig, batches: Sequence[int]) -> list[dict]:
+def inprocess(repo: Path, cfg: BenchConfig, batches: Sequence[int], pipeline=None) -> list[dict]:
+    """The merged graphs in this process at each batch size; ``pipeline``: one already loaded from ``repo``."""
     from .inprocess import MergedPipeline, measure as measure_inprocess
 
-    pipeline = MergedPipeline(repo)
+    pipeline = pipeline or MergedPipeline(repo)
     corpus = load_corpus(cfg.corpus or None)
     return [asdict(measure_inprocess(pipeline, corpus, b, cfg.inprocess_s)) for b in batches]
 
 
 def ratio_pairs(repo: Path, cfg: BenchConfig, users: int, batch: int, out: Path, log=print) -> list[dict]:
     """``cfg.ratio_repeats`` alternating pairs: merged server at ``users``, then in-process at ``batch``, ``ratio_hold_s`` each."""
+    from .inprocess import MergedPipeline
+
     hold = replace(cfg, users=(users,), step_s=cfg.ratio_hold_s, inprocess_s=cfg.ratio_hold_s)
+    pipeline = MergedPipeline(repo)  # loaded once; idle (no CPU) while the server is measured
     pairs = []
     for i in range(cfg.ratio_repeats):
         step = measure(repo, MERGED, cfg.n_main, hold, out / f"ratio-{i}").steps[0]
-        local = inprocess(repo, hold, (batch,))[0]["inputs_per_s"]
+        local = inprocess(repo, hold, (batch,), pipeline)[0]["inputs_per_s"]
         pairs.append({"users": users, "server_inputs_per_s": step.inputs_per_s, "server_p99_ms": step.p99_ms,
                       "server_failures": step.failures, "batch_size": batch, "inprocess_inputs_per_s": local,
                       "ratio": round(step.inputs_per_s / local, 3) if local else 0.0})
