@@ -346,7 +346,7 @@ def inspect_head(
     try:
         if supplied.exists():
             # a pre-exported graph: must pass the checker, match the trunk's interface and the weights' values
-            compare_with_torch(supplied, spec, HeadGraph(head, absorbed=False), feeds)
+            compare_with_torch(supplied, spec, HeadGraph(head, served=False), feeds)
         write_head_model(staging, head_dir, info, opts, {meta.branch_layer: feeds}, version=version, write_config=write_config)
         onnx_path = staging / head_model_name(meta.task) / version / MODEL_FILES[PYTHON_ORT]
         if supplied.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from trunkserve.defaults import ONNX_OPSET
-from trunkserve.modules import Head, HeadGraph, Trunk
+from trunkserve.modules import Head, HeadGraph, Trunk, TrunkGraph
 from trunkserve.specs import GraphSpec, head_spec, trunk_spec
 
 _EXAMPLE_BATCH, _EXAMPLE_SEQ = 2, 16
@@ -41,10 +41,10 @@ def _export(module: torch.nn.Module, args: tuple, spec: GraphSpec, path: Path, o
 
 
 def export_trunk(trunk: Trunk, path: str | Path, opset: int = ONNX_OPSET) -> GraphSpec:
-    """Write the trunk graph; returns its spec (inputs: token ids, outputs: ``hidden_<d>``)."""
+    """Write the served trunk graph (``TrunkGraph``: padding skipped); returns its spec (inputs: token ids, outputs: ``hidden_<d>``)."""
     spec = trunk_spec(trunk.depths, trunk.config.hidden_size)
     ex = _example_ids(spec)
-    _export(trunk, (ex["input_ids"], ex["attention_mask"], ex["token_type_ids"]), spec, Path(path), opset)
+    _export(TrunkGraph(trunk), (ex["input_ids"], ex["attention_mask"], ex["token_type_ids"]), spec, Path(path), opset)
     return spec
 
 

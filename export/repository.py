@@ -178,7 +178,7 @@ def write_head_model(
     folder = repo / head_model_name(meta.task)
     onnx_path = folder / version / MODEL_FILES[PYTHON_ORT]
     spec = export_head(head, meta.task, onnx_path)
-    report = compare_with_torch(onnx_path, spec, HeadGraph(head, absorbed=False), feeds[meta.branch_layer])
+    report = compare_with_torch(onnx_path, spec, HeadGraph(head, served=False), feeds[meta.branch_layer])
     for name in (HEAD_JSON, CANARY):
         if (Path(head_dir) / name).exists():
             shutil.copy2(Path(head_dir) / name, folder / version / name)

@@ -116,3 +116,39 @@ def test_absorbed_first_token_attention_equals_the_plain_form(backbone):
         folded_noisy = layer(noisy, bias, first_token_only=True, absorbed=True)
     torch.testing.assert_close(folded, plain, atol=2e-5, rtol=0)
     torch.testing.assert_close(folded_noisy, plain, atol=2e-5, rtol=0)
+
+
+def test_packed_trunk_equals_the_padded_form_at_real_tokens(backbone, tokenizer):
+    """Per-token work on the real tokens only: same hidden states where a head reads them, zeros elsewhere."""
+    feeds = _feeds(tokenizer)
+    ids, mask, types = feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
+    assert (mask == 0).any()  # the batch has padding to skip
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [0, 1, 3]).eval()
+    with torch.no_grad():
+        padded = trunk(ids, mask, types)
+        packed = trunk(ids, mask, types, packed=True)
+    real = mask.bool()
+    for want, got in zip(padded, packed):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=0)
+    assert torch.equal(packed[2][~real], torch.zeros_like(packed[2][~real]))
+    # A row with no real token (only reachable by calling the trunk model directly) stays finite.
+    empty = torch.zeros_like(mask[:1])
+    with torch.no_grad():
+        (out,) = Trunk.from_state_dict(backbone.config, backbone.state_dict, [2]).eval()(ids[:1], empty, types[:1], packed=True)
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_packed_head_layers_equal_the_padded_form(backbone, tokenizer):
+    """A two-layer head served (packed first layer, folded last layer) against its training form."""
+    feeds = _feeds(tokenizer)
+    trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [3]).eval()
+    head = Head.from_backbone_layers(backbone.config, backbone.state_dict, 3, 2, 2).eval()
+    with torch.no_grad():
+        (h,) = trunk(feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"])
+        noisy = h.clone()
+        noisy[feeds["attention_mask"] == 0] = 50.0  # padded positions must not matter
+        want = head.serving_outputs(h, feeds["attention_mask"], served=False)
+        got = head.serving_outputs(noisy, feeds["attention_mask"], served=True)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=0)

@@ -48,6 +48,15 @@ def test_dynamic_axes_accept_other_shapes(trunk_onnx):
     ids = np.ones((5, 40), dtype=np.int64)
     h2, h4 = sess.run(None, {"input_ids": ids, "attention_mask": ids, "token_type_ids": 0 * ids})
     assert h2.shape == h4.shape == (5, 40, 384)
+    # The served trunk skips padding: rows of any length mix, and a batch with no real token runs.
+    mask = np.ones((5, 40), dtype=np.int64)
+    mask[1, 3:] = 0
+    mask[2, 1:] = 0
+    h2m, _ = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids})
+    assert h2m.shape == (5, 40, 384) and np.all(h2m[mask == 0] == 0) and np.isfinite(h2m).all()
+    zeros = np.zeros_like(ids)
+    h2z, h4z = sess.run(None, {"input_ids": ids, "attention_mask": zeros, "token_type_ids": zeros})
+    assert h2z.shape == (5, 40, 384) and not h4z.any()
 
 
 def test_head_export_and_validation(tmp_path, head_dirs, trunk, tokenizer):
@@ -57,7 +66,7 @@ def test_head_export_and_validation(tmp_path, head_dirs, trunk, tokenizer):
     path = tmp_path / "head.onnx"
     spec = export_head(head, "stsb", path)
     assert spec.output_names == ["score"]
-    report = compare_with_torch(path, spec, HeadGraph(head, absorbed=False), hidden_feeds(trunk, tokenizer, DEPTH))
+    report = compare_with_torch(path, spec, HeadGraph(head, served=False), hidden_feeds(trunk, tokenizer, DEPTH))
     assert report.max_abs_diff["score"] <= 1e-4
 
 

@@ -99,10 +99,19 @@ class _SelfAttention(nn.Module):
         """Attention of ``queries`` (default: every position of ``hidden``) over every position of ``hidden``."""
         queries = hidden if queries is None else queries
         q, k, v = self._split(self.query(queries)), self._split(self.key(hidden)), self._split(self.value(hidden))
+        return self._attend(q, k, v, mask_bias).reshape(queries.shape)
+
+    def forward_packed(self, tokens: torch.Tensor, packing: "TokenPacking", mask_bias: torch.Tensor) -> torch.Tensor:
+        """``forward`` on packed real tokens ``[tokens, hidden]``: projections per token, attention padded."""
+        q, k, v = (self._split(packing.unpack(proj(tokens))) for proj in (self.query, self.key, self.value))
+        return packing.pack(self._attend(q, k, v, mask_bias))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        """[batch, heads, seq, dim] queries/keys/values -> context [batch, seq, heads * dim]."""
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + mask_bias
         probs = self.dropout(torch.softmax(scores, dim=-1))
         ctx = torch.matmul(probs, v).transpose(1, 2)
-        return ctx.reshape(queries.shape)
+        return ctx.reshape(ctx.shape[0], ctx.shape[1], -1)
 
     def first_token_absorbed(self, hidden: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
         """Attention of position 0 over every position, without projecting each position's key and value.
@@ -156,6 +165,9 @@ class _Attention(nn.Module):
     def first_token_absorbed(self, hidden, mask_bias):
         return self.output(self.self.first_token_absorbed(hidden, mask_bias), hidden[:, :1])
 
+    def forward_packed(self, tokens, packing, mask_bias):
+        return self.output(self.self.forward_packed(tokens, packing, mask_bias), tokens)
+
 
 class _Intermediate(nn.Module):
     def __init__(self, config: BertConfig):
@@ -191,6 +203,39 @@ class BertLayer(nn.Module):
         else:
             attn = self.attention(hidden, mask_bias, hidden[:, :1] if first_token_only else None)
         return self.output(self.intermediate(attn), attn)
+
+    def forward_packed(self, tokens: torch.Tensor, packing: "TokenPacking", mask_bias: torch.Tensor) -> torch.Tensor:
+        """``forward`` on the real tokens only (``TokenPacking``): [tokens, hidden] -> [tokens, hidden]."""
+        attn = self.attention.forward_packed(tokens, packing, mask_bias)
+        return self.output(self.intermediate(attn), attn)
+
+
+class TokenPacking:
+    """Where a padded batch's real tokens are, so that per-token work skips the padding.
+
+    Why: every projection and feed-forward of a BERT layer acts on each token on its
+    own, and they are most of a layer's work. Run on ``[batch * seq, hidden]`` they
+    also compute every padded position, which no reader uses (attention masks them,
+    the pooler reads [CLS]). Packing the real tokens into ``[tokens, hidden]`` first
+    removes that work; only attention itself, which needs the sequence layout, runs
+    on the padded form (``unpack`` puts zeros at padded positions). The served graphs
+    use it (``Trunk.forward(packed=True)``, ``Head.forward(packed=True)``); the numbers
+    at real tokens are those of the padded form up to float rounding.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor, hidden_size: int):
+        self.batch, self.seq = attention_mask.shape
+        self.width = int(hidden_size)  # a constant, so that exported graphs keep a fixed hidden axis
+        self.index = torch.nonzero(attention_mask.reshape(-1)).squeeze(1)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, hidden] -> [tokens, hidden] (real tokens, in order)."""
+        return padded.reshape(self.batch * self.seq, self.width).index_select(0, self.index)
+
+    def unpack(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[tokens, hidden] -> [batch, seq, hidden], zeros at padded positions."""
+        zeros = tokens.new_zeros(self.batch * self.seq, self.width)
+        return zeros.index_put((self.index,), tokens).view(self.batch, self.seq, self.width)
 
 
 class BertPooler(nn.Module):

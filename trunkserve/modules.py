@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .bert import BertConfig, BertEmbeddings, BertLayer, BertPooler, mask_bias
+from .bert import BertConfig, BertEmbeddings, BertLayer, BertPooler, TokenPacking, mask_bias
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -56,10 +56,24 @@ class Trunk(nn.Module):
             layer.load_state_dict(_layer_state(state, i))
         return trunk
 
-    def forward(self, input_ids, attention_mask, token_type_ids) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_ids, attention_mask, token_type_ids, packed: bool = False) -> tuple[torch.Tensor, ...]:
+        """Hidden states ``[batch, seq, hidden]`` after each branch depth.
+
+        ``packed``: the layers' per-token work runs on the real tokens only (``TokenPacking``)
+        and padded positions of the outputs are zeros. The served graph uses it; training
+        and the hidden-state cache keep the padded form.
+        """
         hidden = self.embeddings(input_ids, token_type_ids)
         bias = mask_bias(attention_mask, hidden.dtype)
         outputs = [hidden] if self.depths[0] == 0 else []
+        if packed:
+            packing = TokenPacking(attention_mask, self.config.hidden_size)
+            tokens = packing.pack(hidden)
+            for i, layer in enumerate(self.layers, start=1):
+                tokens = layer.forward_packed(tokens, packing, bias)
+                if i in self.depths:
+                    outputs.append(packing.unpack(tokens))
+            return tuple(outputs)
         for i, layer in enumerate(self.layers, start=1):
             hidden = layer(hidden, bias)
             if i in self.depths:
@@ -124,40 +138,67 @@ class Head(nn.Module):
         nn.init.zeros_(head.classifier.bias)
         return head
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = False, packed: bool = False
+    ) -> torch.Tensor:
         """Raw task output: logits ``[batch, num_labels]`` or scores ``[batch, 1]``.
 
         ``absorbed``: compute the last layer's [CLS] attention in the folded form
-        (``BertLayer.forward``); the served graphs use it, training does not.
+        (``BertLayer.forward``); ``packed``: the layers below the last run on the real
+        tokens only (``TokenPacking``). The served graphs use both, training neither.
         """
         bias = mask_bias(attention_mask, hidden.dtype)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        below = self.layers[:-1]
+        if packed and len(below):
+            packing = TokenPacking(attention_mask, self.config.hidden_size)
+            tokens = packing.pack(hidden)
+            for layer in below:
+                tokens = layer.forward_packed(tokens, packing, bias)
+            hidden = packing.unpack(tokens)
+        else:
+            for layer in below:
+                hidden = layer(hidden, bias)
+        if len(self.layers):
             # Only [CLS] of the last layer reaches the pooler: compute that row alone (exact).
-            hidden = layer(hidden, bias, first_token_only=i == last, absorbed=absorbed)
+            hidden = self.layers[-1](hidden, bias, first_token_only=True, absorbed=absorbed)
         return self.classifier(self.dropout(self.pooler(hidden)))
 
     def serving_outputs(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = True
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, served: bool = True
     ) -> tuple[torch.Tensor, ...]:
         """What the served graph returns: (logits, probabilities) or (score,).
 
-        ``absorbed=False`` gives the same outputs computed as in training: the reference
-        that export validation holds the served graph to.
+        ``served=False`` gives the same outputs computed as in training (no folded
+        attention, no packing): the reference that export validation holds the served
+        graph to.
         """
-        out = self.forward(hidden, attention_mask, absorbed=absorbed)
+        out = self.forward(hidden, attention_mask, absorbed=served, packed=served)
         if self.task_type == REGRESSION:
             return (out,)
         return out, torch.softmax(out, dim=-1)
 
 
 class HeadGraph(nn.Module):
-    """``Head.serving_outputs`` as ``forward``, for ONNX export (``absorbed=False``: the validation reference)."""
+    """``Head.serving_outputs`` as ``forward``, for ONNX export (``served=False``: the validation reference)."""
 
-    def __init__(self, head: Head, absorbed: bool = True):
+    def __init__(self, head: Head, served: bool = True):
         super().__init__()
         self.head = head
-        self.absorbed = absorbed
+        self.served = served
 
     def forward(self, hidden_states, attention_mask):
-        return self.head.serving_outputs(hidden_states, attention_mask, absorbed=self.absorbed)
+        return self.head.serving_outputs(hidden_states, attention_mask, served=self.served)
+
+
+class TrunkGraph(nn.Module):
+    """The served trunk (``Trunk.forward(packed=True)``) as ``forward``, for ONNX export.
+
+    Export validation holds it to the plain ``Trunk`` at real tokens.
+    """
+
+    def __init__(self, trunk: Trunk):
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.trunk(input_ids, attention_mask, token_type_ids, packed=True)
