@@ -1,15 +1,16 @@
 """What int8 dynamic quantisation costs in accuracy, and what it buys in speed, on the GLUE dev sets.
 
-    python -m loadtest.int8 --heads artifacts/report-heads3 --work /tmp/trunkserve-int8 --out reports
-    python -m loadtest.int8 --quantise model_repository --into model_repository_int8   # opt in
+    python -m loadtest.int8 --heads artifacts/report-heads5 --work /tmp/trunkserve-int8 --out reports
+    python -m loadtest.int8 --quantise model_repository --into model_repository_int8 [--scheme NAME]   # opt in
 
 Why: int8 roughly halves the CPU per input of the merged graphs (``loadtest/tuning.py``),
 but it changes outputs, so it may only become a default once its cost on the dev sets
 is known. This builds a repository from trained heads (float32, as exported and
-validated), copies it and quantises every graph of the copy (trunk and heads, ONNX
-Runtime's dynamic int8), then scores both with the same in-process pipeline the
-serving benchmark uses (bucketing tokenizer -> trunk -> every head) on each task's
-dev set, and times both at the same batch size.
+validated), makes one quantised copy per scheme (``SCHEMES``: which graphs, which
+operators, per-tensor or per-column scales; ONNX Runtime's dynamic int8), then scores
+every variant with the same in-process pipeline the serving benchmark uses (bucketing
+tokenizer -> trunk -> every head) on each task's dev set, and times each at the same
+batch size.
 """
 
 from __future__ import annotations
@@ -27,6 +28,38 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LoadTestError
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """Which graphs and operators are quantised, and how.
+
+    Why several: per-tensor int8 of every graph (ONNX Runtime's default) cost 2.6 points on
+    SST-2. ``matmul_only`` leaves the embedding tables (``Gather``) in float32: quantising
+    them saves disk, not time. ``per_channel`` gives each weight column its own scale, so one
+    large column no longer coarsens the rest. ``trunk_only`` keeps each task's own layers
+    exact while the trunk, most of the work, still runs in int8.
+    """
+
+    name: str
+    per_channel: bool = False
+    trunk_only: bool = False
+    matmul_only: bool = False
+
+    def describe(self) -> str:
+        graphs = "the trunk only (heads stay float32)" if self.trunk_only else "every graph (trunk and heads)"
+        ops = "MatMul only (embedding tables stay float32)" if self.matmul_only else "every operator ORT quantises (embedding tables too)"
+        scales = "one scale per weight column" if self.per_channel else "one scale per weight tensor"
+        return f"{graphs}; {ops}; {scales}"
+
+
+SCHEMES = {s.name: s for s in (
+    QuantScheme("int8"),
+    QuantScheme("int8-matmul", matmul_only=True),
+    QuantScheme("int8-matmul-per-channel", matmul_only=True, per_channel=True),
+    QuantScheme("int8-trunk-matmul-per-channel", matmul_only=True, per_channel=True, trunk_only=True),
+)}
+DEFAULT_SCHEME = "int8"
 
 
 @dataclass
@@ -84,9 +117,19 @@ def _only(pipeline, task: str):
     return view
 
 
-def quantised_copy(repo: Path, dest: Path) -> Path:
+def scheme_named(name: str) -> QuantScheme:
+    if name not in SCHEMES:
+        raise LoadTestError(f"unknown quantisation scheme {name!r}; known: {', '.join(SCHEMES)}")
+    return SCHEMES[name]
+
+
+def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path:
+    """A copy of ``repo`` at ``dest`` whose graphs are quantised by ``scheme`` (see ``SCHEMES``)."""
+    from export.repository import TRUNK
+
     from .tuning import tune_repository
 
+    how = scheme_named(scheme)  # before anything is written
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(repo, dest)
@@ -94,7 +137,8 @@ def quantised_copy(repo: Path, dest: Path) -> Path:
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
     try:
-        tune_repository(dest, fuse=False, quantize=True)
+        tune_repository(dest, fuse=False, quantize=True, per_channel=how.per_channel,
+                        models=(TRUNK,) if how.trunk_only else None, op_types=("MatMul",) if how.matmul_only else None)
     finally:
         root.setLevel(level)
     return dest
@@ -123,7 +167,7 @@ def measure_variant(name: str, repo: Path, glue_dir, max_rows, speed_s: float, b
 
 
 def int8_cost(heads: Sequence[Path], work: Path, glue_dir=None, max_rows: int | None = None, speed_s: float = 8.0,
-              batch_size: int = 16, log=print) -> dict:
+              batch_size: int = 16, log=print, schemes: Sequence[str] = (DEFAULT_SCHEME,)) -> dict:
     from export.cli import head_folders
     from export.repository import build_repository
 
@@ -133,40 +177,47 @@ def int8_cost(heads: Sequence[Path], work: Path, glue_dir=None, max_rows: int | 
     if not folders:
         raise LoadTestError(f"no head folders (with head.json) under {', '.join(map(str, heads))}")
     build_repository(folders, fp32)
-    int8 = quantised_copy(fp32, work / "int8")
+    repos = [("float32", fp32)] + [(name, quantised_copy(fp32, work / name, name)) for name in schemes]
     log(f"built and quantised in {time.time() - t0:.0f}s; scoring")
-    variants = [measure_variant(n, r, glue_dir, max_rows, speed_s, batch_size) for n, r in (("float32", fp32), ("int8", int8))]
+    variants = [measure_variant(n, r, glue_dir, max_rows, speed_s, batch_size) for n, r in repos]
     for v in variants:
         log(f"[{v.name}] {v.scores}; {v.inputs_per_s} inputs/s, {v.cpu_s_per_input} CPU s/input")
     return {"heads": [str(h) for h in heads], "max_rows": max_rows, "trained_scores": trained_scores(folders), "batch_size": batch_size,
             "command": "python -m loadtest.int8 " + " ".join(sys.argv[1:]), "variants": [asdict(v) for v in variants],
+            "schemes": {n: SCHEMES[n].describe() for n in schemes},
             "seconds": round(time.time() - t0, 1)}
 
 
 def markdown(res: dict) -> str:
-    f, q = res["variants"]
+    """The report: per task, the float32 graphs' score and each quantised variant's change from it."""
+    f, quantised = res["variants"][0], res["variants"][1:]
     tasks = list(f["scores"])
-    avg = {v["name"]: float(np.mean([v["scores"][t] for t in tasks])) for v in (f, q)}
+    avg = {v["name"]: float(np.mean([v["scores"][t] for t in tasks])) for v in res["variants"]}
+    schemes = res.get("schemes") or {"int8": SCHEMES["int8"].describe()}
     lines = [
         "# Int8 dynamic quantisation: accuracy cost on the GLUE dev sets", "",
         f"Generated by `{res['command']}` (`loadtest/int8.py`); heads: {', '.join(f'`{h}`' for h in res['heads'])}.",
-        "Both variants are the same exported repository: float32 as exported (validated against PyTorch), and a copy "
-        "whose every graph (trunk and heads) went through ONNX Runtime's `quantize_dynamic` (int8 weights, "
-        "activations quantised per batch at run time). Scores are computed through the graphs, in-process, "
-        "with the server's tokenizer and length buckets" + (f", on the first {res['max_rows']} dev rows" if res["max_rows"] else "")
+        "Every variant is the same exported repository: float32 as exported (validated against PyTorch), and copies "
+        "quantised with ONNX Runtime's `quantize_dynamic` (int8 weights, activations quantised per batch at run time):",
+        "", *(f"- `{name}`: {text}" for name, text in schemes.items()), "",
+        "Scores are computed through the graphs, in-process, with the server's tokenizer and length buckets"
+        + (f", on the first {res['max_rows']} dev rows" if res["max_rows"] else "")
         + "; speed is the in-process pipeline at batch " + f"{res['batch_size']} on the GLUE dev corpus.", "",
         "`trained` is the dev score the head recorded in `head.json` at training time (PyTorch); on the whole dev set the "
         "float32 graphs should reproduce it, which checks the scoring path itself.", "",
-        "| task | trained (PyTorch) | float32 graphs | int8 graphs | int8 change |", "|---|---|---|---|---|",
+        "| task | trained (PyTorch) | float32 graphs | " + " | ".join(f"{v['name']} (change)" for v in quantised) + " |",
+        "|---|---|---|" + "---|" * len(quantised),
     ]
     trained = res.get("trained_scores", {})
     for t in tasks:
         tr = f"{trained[t]:.2f}" if t in trained else "-"
-        lines.append(f"| {t} | {tr} | {f['scores'][t]:.2f} | {q['scores'][t]:.2f} | {q['scores'][t] - f['scores'][t]:+.2f} |")
+        cells = " | ".join(f"{v['scores'][t]:.2f} ({v['scores'][t] - f['scores'][t]:+.2f})" for v in quantised)
+        lines.append(f"| {t} | {tr} | {f['scores'][t]:.2f} | {cells} |")
+    cells = " | ".join(f"**{avg[v['name']]:.2f} ({avg[v['name']] - avg[f['name']]:+.2f})**" for v in quantised)
     lines += [
-        f"| **average** | | **{avg['float32']:.2f}** | **{avg['int8']:.2f}** | **{avg['int8'] - avg['float32']:+.2f}** |", "",
+        f"| **average** | | **{avg[f['name']]:.2f}** | {cells} |", "",
         "| variant | inputs/s | CPU s / input | model MB on disk |", "|---|---|---|---|",
-        *(f"| {v['name']} | {v['inputs_per_s']} | {v['cpu_s_per_input']} | {v['model_mb']} |" for v in (f, q)), "",
+        *(f"| {v['name']} | {v['inputs_per_s']} | {v['cpu_s_per_input']} | {v['model_mb']} |" for v in res["variants"]), "",
     ]
     return "\n".join(lines)
 
@@ -177,6 +228,8 @@ def main(argv=None) -> int:
     p.add_argument("--quantise", type=Path, default=None, metavar="REPO",
                    help="instead of the study: write an int8 copy of this built repository to --into")
     p.add_argument("--into", type=Path, default=None)
+    p.add_argument("--scheme", default=DEFAULT_SCHEME, choices=list(SCHEMES), help="with --quantise: which graphs, and how")
+    p.add_argument("--schemes", default=",".join(SCHEMES), help="the study: comma-separated schemes to compare with float32")
     p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-int8"))
     p.add_argument("--glue-dir", type=Path, default=None)
     p.add_argument("--max-rows", type=int, default=None, help="score only the first N dev rows per task")
@@ -190,16 +243,17 @@ def main(argv=None) -> int:
         if a.into.resolve() == a.quantise.resolve():
             p.error("--into must differ from the repository (the float32 graphs are kept)")
         try:
-            quantised_copy(a.quantise, a.into)
+            quantised_copy(a.quantise, a.into, a.scheme)
         except (LoadTestError, OSError, ValueError) as exc:
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {a.into} (int8; accuracy cost: reports/int8-accuracy.md)")
+        print(f"wrote {a.into} ({a.scheme}: {SCHEMES[a.scheme].describe()}; accuracy cost: reports/int8-accuracy.md)")
         return 0
     if not a.heads:
         p.error("give --heads (the study) or --quantise REPO --into DEST")
     try:
-        res = int8_cost(a.heads, a.work, a.glue_dir, a.max_rows, a.speed_s, a.batch_size)
+        schemes = [scheme_named(n.strip()).name for n in a.schemes.split(",") if n.strip()]
+        res = int8_cost(a.heads, a.work, a.glue_dir, a.max_rows, a.speed_s, a.batch_size, schemes=schemes)
     except (LoadTestError, OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -55,7 +56,13 @@ def _run(path: Path, feeds=None):
 
 
 def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, num_heads: int = 12, hidden_size: int = 384,
-               atol: float | None = FUSED_ATOL) -> GraphChange:
+               atol: float | None = FUSED_ATOL, per_channel: bool = False,
+               op_types: Sequence[str] | None = None) -> GraphChange:
+    """Fuse and/or quantise one graph in place.
+
+    ``per_channel``: one int8 scale per output column of each weight; ``op_types``: the
+    operators to quantise (default: every type ``quantize_dynamic`` handles).
+    """
     from onnxruntime.transformers import optimizer
 
     path = Path(path)
@@ -74,7 +81,9 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, num_heads:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = path.with_suffix(".q.onnx")
-            quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})  # 1 = FLOAT
+            quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=list(op_types) if op_types else None,
+                             extra_options={"DefaultTensorType": 1})  # 1 = FLOAT
             tmp.replace(path)
         _, out = _run(path, feeds)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, out))
@@ -86,11 +95,18 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, num_heads:
     return GraphChange(path.parent.parent.name, fused, round(diff, 6), before, path.stat().st_size)
 
 
-def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False) -> list[GraphChange]:
-    """Tune every ONNX graph of ``repo`` in place (``quantize`` skips the parity bound: see the report)."""
+def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False, per_channel: bool = False,
+                    models: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> list[GraphChange]:
+    """Tune the ONNX graphs of ``repo`` in place: every model's, or only those of ``models`` (folder names).
+
+    ``quantize`` skips the parity bound (see the int8 report).
+    """
     changes = []
     for path in sorted(Path(repo).glob("*/1/model.onnx")):
-        changes.append(tune_graph(path, fuse=fuse, quantize=quantize, atol=None if quantize else FUSED_ATOL))
+        if models is not None and path.parent.parent.name not in models:
+            continue
+        changes.append(tune_graph(path, fuse=fuse, quantize=quantize, atol=None if quantize else FUSED_ATOL,
+                                  per_channel=per_channel, op_types=op_types))
     if not changes:
         raise LoadTestError(f"{repo}: no */1/model.onnx to tune")
     return changes
