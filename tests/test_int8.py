@@ -29,7 +29,7 @@ def test_served_outputs_keep_example_order(built_repo):
 
 @needs_glue
 def test_quantised_copy_is_int8_smaller_and_scored(built_repo, tmp_path):
-    q = quantised_copy(built_repo.repo, tmp_path / "int8")
+    q = quantised_copy(built_repo.repo, tmp_path / "int8", "int8")
     src, dst = built_repo.repo / "trunk/1/model.onnx", q / "trunk/1/model.onnx"
     assert dst.stat().st_size < src.stat().st_size / 2
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(dst)).graph.node)
@@ -95,3 +95,12 @@ def test_report_shows_each_scheme_against_float32():
     assert rows["sst2"] == ["80.00", "80.00", "78.00 (-2.00)", "79.50 (-0.50)"]
     assert rows["stsb"] == ["-", "84.00", "83.00 (-1.00)", "84.50 (+0.50)"]
     assert rows["**average**"][2:] == ["**80.50 (-1.50)**", "**82.00 (+0.00)**"]
+
+
+def test_cli_quantises_with_the_default_scheme(built_repo, tmp_path, capsys):
+    into = tmp_path / "q"
+    assert main(["--quantise", str(built_repo.repo), "--into", str(into)]) == 0
+    assert "int8-matmul-per-channel" in capsys.readouterr().out
+    for model in ("trunk", "head_sst2"):
+        scales = _weight_scales(into / model / "1/model.onnx")
+        assert scales and all(s.size > 1 for s in scales)  # per column, and no embedding table among them
