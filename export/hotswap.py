@@ -33,6 +33,7 @@ folder changed (the pre-compiled shims keep the trunk's folder unchanged);
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from client.transport import is_connection_error
-from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta
+from trunkserve.artifacts import CANARY, HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta
 from trunkserve.canary import CANARY_ATOL
 from trunkserve.modules import HeadGraph
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
@@ -68,6 +69,7 @@ from .repository import (
     write_multitask_ensemble,
     write_task_ensemble,
 )
+from .quantised import FLOAT32_REFERENCE, served_reference, trunk_quantisation
 from .validate import check_interface, compare_with_torch, sentence_feeds
 
 #: Optional pre-exported head graph inside an artefact; validated and served instead of re-exporting.
@@ -289,18 +291,25 @@ class DeployedTrunk:
         onnx_path = repo / TRUNK / "1" / MODEL_FILES[PYTHON_ORT]
         if not onnx_path.exists():
             raise RepositoryError(f"{onnx_path}: no trunk ONNX to validate heads against (TensorRT-only repository?)")
-        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.quantisation = trunk_quantisation(repo)
+        self.served = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        # checks against PyTorch run on the float32 trunk; on a quantised repository it is kept beside the served one
+        reference = onnx_path.with_name(FLOAT32_REFERENCE)
+        if self.quantisation and not reference.exists():
+            raise RepositoryError(f"{reference}: missing; the trunk is quantised ({self.quantisation}) and heads are checked on its float32 graph")
+        self.session = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]) if self.quantisation else self.served
 
-    def hidden(self, feeds: dict[str, np.ndarray], depth: int) -> dict[str, np.ndarray]:
-        (h,) = self.session.run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
+    def hidden(self, feeds: dict[str, np.ndarray], depth: int, served: bool = False) -> dict[str, np.ndarray]:
+        """The trunk's output at ``depth``: float32 (for checks against PyTorch), or ``served``: what the server computes."""
+        (h,) = (self.served if served else self.session).run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
         return {HEAD_HIDDEN: h, ATTENTION_MASK: feeds[ATTENTION_MASK]}
 
     def validation_feeds(self, depth: int) -> dict[str, np.ndarray]:
         return self.hidden(sentence_feeds(self.tokenizer), depth)
 
-    def texts_feeds(self, texts: Sequence[Sequence[str]], depth: int) -> dict[str, np.ndarray]:
+    def texts_feeds(self, texts: Sequence[Sequence[str]], depth: int, served: bool = False) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode([t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts])
-        return self.hidden(enc.as_dict(), depth)
+        return self.hidden(enc.as_dict(), depth, served)
 
 
 def compare_canary(got: dict[str, np.ndarray], canary: dict, prefix: str = "") -> float:
@@ -368,6 +377,14 @@ def inspect_head(
             out.canary_diff = compare_canary(got, out.canary)
         except CanaryFailed as exc:
             raise HeadRejected(f"{head_dir}: offline canary on the deployed trunk failed: {exc}") from exc
+        if trunk.quantisation:
+            # the server runs the quantised trunk: its checks compare against these graphs' own outputs
+            served = trunk.texts_feeds(out.canary["texts"], meta.branch_layer, served=True)
+            out.canary = served_reference(out.canary, dict(zip(spec.output_names, sess.run(spec.output_names, served))),
+                                          trunk.quantisation)
+            (out.staged / version / CANARY).write_text(json.dumps(out.canary, indent=1) + "\n")
+            out.notes.append(f"the deployed trunk is quantised ({trunk.quantisation}): the head was checked on its float32 "
+                             "graph; the server's canary is the served graphs' own output")
     return out
 
 

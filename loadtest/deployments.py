@@ -67,5 +67,5 @@ def build(kind: str, n: int, work: str | Path, options: ServingOptions, depths: 
 
 
 def model_bytes(repo: str | Path) -> int:
-    """Bytes of model graphs on disk (``*.onnx`` / ``*.plan``)."""
-    return sum(p.stat().st_size for ext in ("*.onnx", "*.plan") for p in Path(repo).rglob(ext))
+    """Bytes of the served model graphs on disk (``model.onnx`` / ``model.plan``; not a quantised trunk's float32 reference)."""
+    return sum(p.stat().st_size for name in ("model.onnx", "model.plan") for p in Path(repo).rglob(name))

@@ -125,7 +125,12 @@ def scheme_named(name: str) -> QuantScheme:
 
 
 def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path:
-    """A copy of ``repo`` at ``dest`` whose graphs are quantised by ``scheme`` (see ``SCHEMES``)."""
+    """A copy of ``repo`` at ``dest`` whose graphs are quantised by ``scheme`` (see ``SCHEMES``).
+
+    The copy stays open to hot-add and swap (``export.quantised``): it keeps the float32 trunk
+    for checking new heads, records the scheme, and its canaries come from its own graphs.
+    """
+    from export.quantised import keep_float32_trunk, mark_quantised, rederive_canaries
     from export.repository import TRUNK
 
     from .tuning import tune_repository
@@ -138,10 +143,13 @@ def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
     try:
+        keep_float32_trunk(dest)
         tune_repository(dest, fuse=False, quantize=True, per_channel=how.per_channel,
                         models=(TRUNK,) if how.trunk_only else None, op_types=("MatMul",) if how.matmul_only else None)
     finally:
         root.setLevel(level)
+    mark_quantised(dest, how.name)
+    rederive_canaries(dest, how.name)
     return dest
 
 

@@ -104,3 +104,101 @@ def test_cli_quantises_with_the_default_scheme(built_repo, tmp_path, capsys):
     for model in ("trunk", "head_sst2"):
         scales = _weight_scales(into / model / "1/model.onnx")
         assert scales and all(s.size > 1 for s in scales)  # per column, and no embedding table among them
+
+
+# ---------------------------------------------------------------- a quantised repository stays open to hot-add
+
+from test_hotswap import bad_heads, new_heads  # noqa: E402,F401 (fixtures)
+
+
+def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, tmp_path):
+    import json
+
+    from export.hotswap import DeployedTrunk
+    from export.quantised import FLOAT32_REFERENCE, trunk_quantisation
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    assert trunk_quantisation(q) == "int8-matmul-per-channel" and trunk_quantisation(built_repo.repo) == ""
+    assert (q / "trunk/1" / FLOAT32_REFERENCE).read_bytes() == (built_repo.repo / "trunk/1/model.onnx").read_bytes()
+    trunk = DeployedTrunk(q)
+    import onnxruntime as ort
+
+    for task in ("sst2", "mrpc", "stsb"):
+        canary = json.loads((q / f"head_{task}/1/canary.json").read_text())
+        assert "served graphs" in canary["reference"]
+        sess = ort.InferenceSession(str(q / f"head_{task}/1/model.onnx"), providers=["CPUExecutionProvider"])
+        depth = int(configs_param(q / f"head_{task}", "branch_layer"))
+        names = list(canary["outputs"])
+        got = sess.run(names, trunk.texts_feeds(canary["texts"], depth, served=True))
+        for n, g in zip(names, got):
+            np.testing.assert_allclose(g, np.asarray(canary["outputs"][n], np.float32), atol=1e-6)
+
+
+def configs_param(folder, key):
+    from export import configs
+
+    return configs.read_config(folder).parameters[key].string_value
+
+
+def test_offline_hot_add_on_a_quantised_repository_keeps_the_float32_checks(built_repo, tmp_path, new_heads, bad_heads):
+    import json
+
+    from export.hotswap import HeadRejected, add_head
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    corrupt, message = bad_heads["canary_mismatch"]  # the artefact's own canary is still checked, on the float32 trunk
+    with pytest.raises(HeadRejected, match=message):
+        add_head(corrupt, q)
+    assert not (q / "head_cola").exists()
+    result = add_head(new_heads["cola"], q)
+    assert any("quantised (int8-matmul-per-channel)" in n for n in result.notes)
+    assert "served graphs" in json.loads((q / "head_cola/1/canary.json").read_text())["reference"]
+
+
+@pytest.fixture(scope="module")
+def sharp_heads(tmp_path_factory, backbone, trunk):
+    """Two versions of a head with large logits, like a trained head's: int8 moves them well past the canary's 1e-3."""
+    from trunkserve.synthetic import make_untrained_head
+
+    root = tmp_path_factory.mktemp("sharp_heads")
+    return [make_untrained_head(backbone, root / f"v{i}", "sharp", seed=20 + i, trunk=trunk, logit_scale=300.0) for i in (1, 2)]
+
+
+def test_a_sharp_heads_float32_canary_fails_on_the_int8_trunk(built_repo, tmp_path, sharp_heads):
+    """What the served canary would meet without its own reference (guards the next test's strength)."""
+    import json
+
+    from export.hotswap import CanaryFailed, DeployedTrunk, compare_canary
+    from trunkserve.modules import HeadGraph
+    from trunkserve.artifacts import load_head
+    import torch
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    head, meta = load_head(sharp_heads[0])
+    canary = json.loads((sharp_heads[0] / "canary.json").read_text())
+    feeds = DeployedTrunk(q).texts_feeds(canary["texts"], meta.branch_layer, served=True)
+    with torch.no_grad():
+        logits, probs = HeadGraph(head, served=False)(*(torch.from_numpy(feeds[n]) for n in ("hidden_states", "attention_mask")))
+    with pytest.raises(CanaryFailed, match="differs from the artefact's canary"):
+        compare_canary({"logits": logits.numpy(), "probabilities": probs.numpy()}, canary)
+
+
+@pytest.mark.server
+def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path, sharp_heads):
+    """The served canaries pass through the int8 trunk: add, swap and roll back on a real server."""
+    from export.hotswap import ServerControl, add_head, rollback_head, swap_head
+    from trunkserve.server import TritonProcess
+
+    new_heads = {"cola": sharp_heads[0], "cola_v2": sharp_heads[1]}
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    proc = TritonProcess(q, tmp_path / "tritonserver.log", extra_args=["--model-control-mode=explicit", "--load-model=*"]).start()
+    control = ServerControl(proc.http_url)
+    try:
+        assert add_head(new_heads["cola"], q, control).canary_diff is not None
+        swapped = swap_head(new_heads["cola_v2"], q, control)
+        assert swapped.version == 2 and swapped.canary_diff <= 1e-3
+        assert rollback_head("sharp", q, control).version == 1
+        assert control.ready("sharp") and control.ready("multitask")
+    finally:
+        control.close()
+        assert proc.stop() == 0, proc.log_tail()

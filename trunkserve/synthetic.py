@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from .artifacts import HeadMeta, save_head
 from .backbone import Backbone
 from .canary import make_canary
@@ -29,12 +31,20 @@ def make_untrained_head(
     num_layers: int = 1,
     seed: int = 0,
     trunk: Trunk | None = None,
+    logit_scale: float = 1.0,
 ) -> Path:
-    """Write a head folder for ``task`` that reads depth ``branch_layer`` of ``backbone``."""
+    """Write a head folder for ``task`` that reads depth ``branch_layer`` of ``backbone``.
+
+    ``logit_scale`` multiplies the fresh classifier's weights: a fresh classifier gives
+    near-zero outputs, which hide small changes of the trunk's hidden states; a trained
+    head's outputs are large, and so is their sensitivity (tests of quantised trunks use it).
+    """
     labels = ["score"] if task_type == REGRESSION else list(labels)
     head = Head.from_backbone_layers(
         backbone.config, backbone.state_dict, branch_layer, num_layers, len(labels), task_type, seed=seed
     )
+    with torch.no_grad():
+        head.classifier.weight.mul_(logit_scale)
     if trunk is None or branch_layer not in trunk.depths:
         trunk = Trunk.from_state_dict(backbone.config, backbone.state_dict, [branch_layer]).freeze()
     meta = HeadMeta(

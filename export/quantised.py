@@ -1,0 +1,97 @@
+"""Repositories whose graphs were quantised after export (``python -m loadtest.int8 --quantise``).
+
+Why: a head's canary holds the outputs PyTorch gave on the float32 trunk, and the
+hot-add checks hold a head to it at 1e-3, offline and again through the served
+ensemble. An int8 trunk moves every head's outputs by far more than that (0.23 in a
+logit of the study's SST-2 head), so an int8 repository keeps two things:
+
+- the float32 trunk beside the served one (``trunk/1/float32_reference.onnx``): the
+  offline checks of a new head (graph against PyTorch, the artefact's canary) run on
+  it, exactly as on a float32 repository;
+- per head version, a canary whose reference comes from the served graphs
+  themselves, run offline (``served_reference``), which the checks through the
+  server compare against: they prove the server runs those graphs, as before.
+
+The trunk's config records the scheme (parameter ``quantisation``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from trunkserve.canary import CANARY_ATOL
+
+from . import configs
+from .configs import MODEL_FILES, PYTHON_ORT
+
+QUANTISATION = "quantisation"
+FLOAT32_REFERENCE = "float32_reference.onnx"
+
+
+def trunk_quantisation(repo: str | Path) -> str:
+    """The scheme the deployed trunk was quantised with, or ``""`` for float32 graphs."""
+    from .repository import TRUNK
+
+    p = configs.read_config(Path(repo) / TRUNK).parameters
+    return p[QUANTISATION].string_value if QUANTISATION in p else ""
+
+
+def keep_float32_trunk(repo: str | Path) -> Path:
+    """Copy the (still float32) served trunk graph to ``FLOAT32_REFERENCE``; call before quantising."""
+    from .repository import TRUNK
+
+    version = Path(repo) / TRUNK / "1"
+    return Path(shutil.copy2(version / MODEL_FILES[PYTHON_ORT], version / FLOAT32_REFERENCE))
+
+
+def mark_quantised(repo: str | Path, scheme: str) -> None:
+    from .repository import TRUNK
+
+    folder = Path(repo) / TRUNK
+    cfg = configs.read_config(folder)
+    cfg.parameters[QUANTISATION].string_value = scheme
+    configs.write_config(folder, cfg)
+
+
+def served_reference(canary: dict, outputs: dict[str, np.ndarray], scheme: str) -> dict:
+    """``canary`` with its reference outputs replaced by what the served graphs give offline."""
+    return {
+        "texts": canary["texts"],
+        "outputs": {n: np.asarray(outputs[n]).tolist() for n in canary["outputs"]},
+        "atol": canary.get("atol", CANARY_ATOL),
+        "reference": f"the served graphs ({scheme} trunk) run offline; the artefact's float32 canary differs",
+    }
+
+
+def rederive_canaries(repo: str | Path, scheme: str) -> dict[str, float]:
+    """Give every deployed head version a canary from the repository's own (quantised) graphs.
+
+    Returns, per ``head_<task>/<version>``, how far the served graphs' outputs are from the
+    artefact's float32 canary (the quantisation's effect on those texts).
+    """
+    import onnxruntime as ort
+
+    from trunkserve.artifacts import CANARY
+
+    from .hotswap import DeployedTrunk
+    from .repository import head_model_name, scan_heads
+
+    repo = Path(repo)
+    trunk = DeployedTrunk(repo)
+    moved = {}
+    for entry in scan_heads(repo):
+        folder = repo / head_model_name(entry.task)
+        for version in sorted(p for p in folder.iterdir() if p.name.isdigit() and (p / CANARY).exists()):
+            canary = json.loads((version / CANARY).read_text())
+            sess = ort.InferenceSession(str(version / MODEL_FILES[PYTHON_ORT]), providers=["CPUExecutionProvider"])
+            names = list(canary["outputs"])
+            got = dict(zip(names, sess.run(names, trunk.texts_feeds(canary["texts"], entry.branch_layer, served=True))))
+            moved[f"{folder.name}/{version.name}"] = max(
+                float(np.max(np.abs(np.asarray(canary["outputs"][n], np.float32) - got[n]))) for n in names
+            )
+            (version / CANARY).write_text(json.dumps(served_reference(canary, got, scheme), indent=1) + "\n")
+    return moved
