@@ -297,11 +297,11 @@ class DeployedTrunk:
         reference = onnx_path.with_name(FLOAT32_REFERENCE)
         if self.quantisation and not reference.exists():
             raise RepositoryError(f"{reference}: missing; the trunk is quantised ({self.quantisation}) and heads are checked on its float32 graph")
-        self.session = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]) if self.quantisation else self.served
+        self.float32 = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]) if self.quantisation else self.served
 
     def hidden(self, feeds: dict[str, np.ndarray], depth: int, served: bool = False) -> dict[str, np.ndarray]:
         """The trunk's output at ``depth``: float32 (for checks against PyTorch), or ``served``: what the server computes."""
-        (h,) = (self.served if served else self.session).run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
+        (h,) = (self.served if served else self.float32).run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
         return {HEAD_HIDDEN: h, ATTENTION_MASK: feeds[ATTENTION_MASK]}
 
     def validation_feeds(self, depth: int) -> dict[str, np.ndarray]:
