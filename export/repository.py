@@ -47,6 +47,7 @@ from . import configs
 from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions, Step
 from .errors import RepositoryError
 from .onnx_export import export_head, export_trunk
+from .quantised import trunk_quantisation
 from .shims import ONNX_MODEL, TOKENIZER_MODEL, write_shim
 from .validate import ValidationReport, compare_with_torch, sentence_feeds
 
@@ -396,7 +397,8 @@ def _write_readme(repo: Path, info: TrunkInfo, entries: Sequence[HeadEntry], opt
 def read_build_info(repo: str | Path) -> dict:
     repo = Path(repo)
     info = TrunkInfo.read(repo)
-    return {"trunk": info.parameters(), "heads": [e.__dict__ for e in scan_heads(repo)]}
+    return {"trunk": info.parameters(), "quantisation": trunk_quantisation(repo) or "none (float32 graphs)",
+            "heads": [e.__dict__ for e in scan_heads(repo)]}
 
 
 def dumps(obj) -> str:

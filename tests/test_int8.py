@@ -119,6 +119,9 @@ def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, t
 
     q = quantised_copy(built_repo.repo, tmp_path / "q")
     assert trunk_quantisation(q) == "int8-matmul-per-channel" and trunk_quantisation(built_repo.repo) == ""
+    from export.repository import read_build_info
+
+    assert read_build_info(q)["quantisation"] == "int8-matmul-per-channel"
     assert (q / "trunk/1" / FLOAT32_REFERENCE).read_bytes() == (built_repo.repo / "trunk/1/model.onnx").read_bytes()
     trunk = DeployedTrunk(q)
     import onnxruntime as ort
