@@ -34,8 +34,8 @@ from .errors import LoadTestError
 class QuantScheme:
     """Which graphs and operators are quantised, and how.
 
-    Why several: per-tensor int8 of every graph (ONNX Runtime's default) cost 2.6 points on
-    SST-2. ``matmul_only`` leaves the embedding tables (``Gather``) in float32: quantising
+    Why several: per-tensor int8 of every graph (ONNX Runtime's default) costs points on the
+    GLUE dev sets (reports/int8-accuracy.md compares them all). ``matmul_only`` leaves the embedding tables (``Gather``) in float32: quantising
     them saves disk, not time. ``per_channel`` gives each weight column its own scale, so one
     large column no longer coarsens the rest. ``trunk_only`` keeps each task's own layers
     exact while the trunk, most of the work, still runs in int8.
@@ -130,12 +130,14 @@ def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path
     The copy stays open to hot-add and swap (``export.quantised``): it keeps the float32 trunk
     for checking new heads, records the scheme, and its canaries come from its own graphs.
     """
-    from export.quantised import keep_float32_trunk, mark_quantised, rederive_canaries
+    from export.quantised import keep_float32_trunk, mark_quantised, rederive_canaries, trunk_quantisation
     from export.repository import TRUNK
 
     from .tuning import tune_repository
 
     how = scheme_named(scheme)  # before anything is written
+    if trunk_quantisation(repo):  # its trunk is no float32 reference any more
+        raise LoadTestError(f"{repo} is already quantised ({trunk_quantisation(repo)}): quantise its float32 source instead")
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(repo, dest)

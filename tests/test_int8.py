@@ -137,6 +137,15 @@ def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, t
             np.testing.assert_allclose(g, np.asarray(canary["outputs"][n], np.float32), atol=1e-6)
 
 
+def test_a_quantised_repository_is_not_quantised_again(built_repo, tmp_path):
+    from loadtest.errors import LoadTestError
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    with pytest.raises(LoadTestError, match="already quantised \\(int8-matmul-per-channel\\)"):
+        quantised_copy(q, tmp_path / "qq")
+    assert not (tmp_path / "qq").exists()
+
+
 def configs_param(folder, key):
     from export import configs
 
