@@ -201,13 +201,13 @@ def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path
     from export.hotswap import ServerControl, add_head, rollback_head, swap_head
     from trunkserve.server import TritonProcess
 
-    new_heads = {"cola": sharp_heads[0], "cola_v2": sharp_heads[1]}
+    first, second = sharp_heads
     q = quantised_copy(built_repo.repo, tmp_path / "q")
     proc = TritonProcess(q, tmp_path / "tritonserver.log", extra_args=["--model-control-mode=explicit", "--load-model=*"]).start()
     control = ServerControl(proc.http_url)
     try:
-        assert add_head(new_heads["cola"], q, control).canary_diff is not None
-        swapped = swap_head(new_heads["cola_v2"], q, control)
+        assert add_head(first, q, control).canary_diff is not None
+        swapped = swap_head(second, q, control)
         assert swapped.version == 2 and swapped.canary_diff <= 1e-3
         assert rollback_head("sharp", q, control).version == 1
         assert control.ready("sharp") and control.ready("multitask")
