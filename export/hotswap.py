@@ -33,7 +33,6 @@ folder changed (the pre-compiled shims keep the trunk's folder unchanged);
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -45,7 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from client.transport import is_connection_error
-from trunkserve.artifacts import CANARY, HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta
+from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta, write_canary
 from trunkserve.canary import CANARY_ATOL
 from trunkserve.modules import HeadGraph
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
@@ -382,7 +381,7 @@ def inspect_head(
             served = trunk.texts_feeds(out.canary["texts"], meta.branch_layer, served=True)
             out.canary = served_reference(out.canary, dict(zip(spec.output_names, sess.run(spec.output_names, served))),
                                           trunk.quantisation)
-            (out.staged / version / CANARY).write_text(json.dumps(out.canary, indent=1) + "\n")
+            write_canary(out.staged / version, out.canary)
             out.notes.append(f"the deployed trunk is quantised ({trunk.quantisation}): the head was checked on its float32 "
                              "graph; the server's canary is the served graphs' own output")
     return out

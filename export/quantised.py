@@ -17,7 +17,6 @@ The trunk's config records the scheme (parameter ``quantisation``).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -67,31 +66,24 @@ def served_reference(canary: dict, outputs: dict[str, np.ndarray], scheme: str) 
     }
 
 
-def rederive_canaries(repo: str | Path, scheme: str) -> dict[str, float]:
-    """Give every deployed head version a canary from the repository's own (quantised) graphs.
-
-    Returns, per ``head_<task>/<version>``, how far the served graphs' outputs are from the
-    artefact's float32 canary (the quantisation's effect on those texts).
-    """
+def rederive_canaries(repo: str | Path, scheme: str) -> None:
+    """Give every deployed head version a canary from the repository's own (quantised) graphs."""
     import onnxruntime as ort
 
-    from trunkserve.artifacts import CANARY
+    from trunkserve.artifacts import read_canary, write_canary
 
     from .hotswap import DeployedTrunk
     from .repository import head_model_name, scan_heads
 
     repo = Path(repo)
     trunk = DeployedTrunk(repo)
-    moved = {}
     for entry in scan_heads(repo):
         folder = repo / head_model_name(entry.task)
-        for version in sorted(p for p in folder.iterdir() if p.name.isdigit() and (p / CANARY).exists()):
-            canary = json.loads((version / CANARY).read_text())
+        for version in sorted(p for p in folder.iterdir() if p.name.isdigit()):
+            canary = read_canary(version)
+            if canary is None:
+                continue
             sess = ort.InferenceSession(str(version / MODEL_FILES[PYTHON_ORT]), providers=["CPUExecutionProvider"])
             names = list(canary["outputs"])
             got = dict(zip(names, sess.run(names, trunk.texts_feeds(canary["texts"], entry.branch_layer, served=True))))
-            moved[f"{folder.name}/{version.name}"] = max(
-                float(np.max(np.abs(np.asarray(canary["outputs"][n], np.float32) - got[n]))) for n in names
-            )
-            (version / CANARY).write_text(json.dumps(served_reference(canary, got, scheme), indent=1) + "\n")
-    return moved
+            write_canary(version, served_reference(canary, got, scheme))

@@ -136,8 +136,9 @@ def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path
     from .tuning import tune_repository
 
     how = scheme_named(scheme)  # before anything is written
-    if trunk_quantisation(repo):  # its trunk is no float32 reference any more
-        raise LoadTestError(f"{repo} is already quantised ({trunk_quantisation(repo)}): quantise its float32 source instead")
+    already = trunk_quantisation(repo)
+    if already:  # its trunk is no float32 reference any more
+        raise LoadTestError(f"{repo} is already quantised ({already}): quantise its float32 source instead")
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(repo, dest)

@@ -107,7 +107,7 @@ def save_head(folder: str | Path, head: Head, meta: HeadMeta, canary: dict | Non
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(folder / WEIGHTS))
     (folder / HEAD_JSON).write_text(meta.to_json() + "\n")
     if canary is not None:
-        (folder / CANARY).write_text(json.dumps(canary, indent=1) + "\n")
+        write_canary(folder, canary)
     return folder
 
 
@@ -146,3 +146,7 @@ def load_head(folder: str | Path) -> tuple[Head, HeadMeta]:
 def read_canary(folder: str | Path) -> dict | None:
     path = Path(folder) / CANARY
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_canary(folder: str | Path, canary: dict) -> None:
+    (Path(folder) / CANARY).write_text(json.dumps(canary, indent=1) + "\n")
