@@ -269,3 +269,48 @@ def test_train_device_follows_the_environment(monkeypatch):
             train_device()
     monkeypatch.delenv(ENV_DEVICE)
     assert train_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@needs_glue
+def test_full_baselines_in_worker_processes_give_the_same_results(bb, tmp_path):
+    """``jobs=2`` moves the full fine-tuning baselines to a worker process; every score stays bit for bit."""
+    kw = dict(glue_dir=GLUE, max_train=120, epochs=1, max_val=30, max_dev=40, depths=(3,), seeds=(0, 1),
+              full_baseline=True, progress=False, log=lambda *_: None)
+    alone = train_heads(["rte"], out=tmp_path / "a", **kw)["rte"]
+    lines = []
+    beside = train_heads(["rte"], out=tmp_path / "b", jobs=2, **{**kw, "log": lines.append})["rte"]
+    for one, two in zip(alone["seeds"], beside["seeds"]):
+        assert one["full"] == {**two["full"], "seconds": one["full"]["seconds"]}
+        assert one["student"]["dev"] == two["student"]["dev"] and one["teacher"]["val"] == two["teacher"]["val"]
+    assert sum("(worker process)" in line for line in lines) == 2, lines
+    with pytest.raises(PipelineError, match="jobs"):
+        train_heads(["rte"], out=tmp_path / "c", jobs=0, **kw)
+
+
+@needs_glue
+def test_a_failed_baseline_job_names_its_task_and_seed(bb):
+    from training.parallel import FullBaselines, ParallelError
+
+    with FullBaselines(1, 1, GLUE, {}, bb.path) as baselines:
+        baselines.submit("nosuchtask", HeadOptions(max_train=50, epochs=1, progress=False), (3,))
+        with pytest.raises(ParallelError, match=r"nosuchtask \(seed 3\).*unknown task"):
+            baselines.result("nosuchtask", 3)
+
+
+@needs_glue
+def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
+    """``python -m training ... --jobs 2`` runs with OMP_WAIT_POLICY=PASSIVE (it restarts itself to set it)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    p = subprocess.run(
+        [sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(GLUE), "--max-train", "80",
+         "--epochs", "1", "--max-val", "20", "--max-dev", "20", "--depths", "3", "--full-baseline", "--jobs", "2",
+         "--no-progress", "--out", str(tmp_path / "heads"), "--summary", str(tmp_path / "s.json")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "(worker process)" in p.stdout and "OMP_WAIT_POLICY is not PASSIVE" not in p.stdout, p.stdout
+    assert (tmp_path / "heads/rte").is_dir()

@@ -257,8 +257,25 @@ def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, can
     return trials
 
 
-def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print) -> dict:
-    """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked."""
+def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=print) -> dict:
+    """The full fine-tuning baseline on ``prep``'s split: validation score, seconds, layers, dev scores."""
+    d = prep.data
+    model, f_fit = train_full(
+        bb, prep.train, prep.val, d.num_labels, d.task_type, d.metric,
+        opts.fit_config(seed, lr=opts.full_lr), desc=f"{d.name} full fine-tuning s={seed}",
+    )
+    log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f}")
+    return {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
+            "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
+
+
+FullProvider = Callable[[str, int], dict]  # (task, seed) -> full_result's dict, e.g. from worker processes
+
+
+def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print,
+                full: FullProvider | None = None) -> dict:
+    """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked
+    (trained here, or taken from ``full`` when the baselines run elsewhere)."""
     d, k = prep.data, trial.k
     result = {
         "seed": seed, "k": k, "n": trial.n, "m": trial.m, "candidates": [t.record() for t in tried],
@@ -268,13 +285,11 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
                     "seconds": trial.student_seconds},
     }
     if opts.full_baseline:
-        model, f_fit = train_full(
-            bb, prep.train, prep.val, d.num_labels, d.task_type, d.metric,
-            opts.fit_config(seed, lr=opts.full_lr), desc=f"{d.name} full fine-tuning s={seed}",
-        )
-        result["full"] = {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
-                          "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
-        log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f}")
+        if full is None:
+            result["full"] = full_result(bb, prep, opts, seed, log)
+        else:
+            result["full"] = full(d.name, seed)
+            log(f"  [{d.name} seed {seed}] full fine-tuning val {result['full']['val']:.2f} (worker process)")
     result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
 
@@ -383,18 +398,19 @@ def _mean_dev(results: list[dict], role: str, split: str) -> float:
     return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
 
 
-def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None, log=print) -> dict:
+def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None, log=print,
+                full: FullProvider | None = None) -> dict:
     """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
     opts, prep, task = search.opts, search.prep, search.task
     d, k = prep.data, trial.k
-    seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log)]
+    seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log, full)]
     for seed in opts.seeds[1:]:
         if seed in search.later:  # already trained by the search
             tried, again = search.later[seed], search.on_seed(seed, trial)
         else:
             tried = train_trials(bb, prep, opts, seed, [(trial.k, trial.n, trial.m)], log)
             again = tried[0]
-        seeds.append(seed_result(bb, prep, opts, seed, again, tried, log))
+        seeds.append(seed_result(bb, prep, opts, seed, again, tried, log, full))
     best = max(seeds, key=lambda r: r["student"]["val"])
     headline_split = next(iter(prep.dev))
     summary = {
@@ -446,17 +462,38 @@ def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teach
 
 def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teachers_out: Path | None, glue_dir=None,
                 custom=None, log=print, layer_budget: float | None = None,
-                on_task_done: Callable[[dict], None] | None = None) -> dict[str, dict]:
+                on_task_done: Callable[[dict], None] | None = None, jobs: int = 1) -> dict[str, dict]:
     """Search every task's candidates on its first seed, choose, then finish each task.
 
     Without a budget each task is chosen alone, so it is finished (and its trunk cache
     freed) before the next is searched. A budget couples the tasks: every search, with
-    its cache, is kept until the joint choice is made.
+    its cache, is kept until the joint choice is made. With ``jobs`` > 1 the full
+    fine-tuning baselines run in ``jobs - 1`` worker processes from the start, beside
+    the search (``training.parallel``); the results are the same.
     """
+    if jobs < 1:
+        raise PipelineError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1 or not any(o.full_baseline for o in task_opts.values()):
+        return _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done, None)
+    from .parallel import FullBaselines, passive_threads_in_this_process
+
+    if not passive_threads_in_this_process():
+        log("note: OMP_WAIT_POLICY is not PASSIVE in this process; its idle threads may spin against the workers' "
+            "(python -m training sets it with --jobs)")
+    with FullBaselines(jobs - 1, torch.get_num_threads(), glue_dir, custom, bb.path) as baselines:
+        for task, opts in task_opts.items():
+            if opts.full_baseline:
+                baselines.submit(task, opts, opts.seeds)
+        return _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done,
+                            baselines.result)
+
+
+def _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done,
+                 full: FullProvider | None) -> dict[str, dict]:
     results: dict[str, dict] = {}
 
     def finish(task: str, search: TaskSearch, trial: Trial) -> None:
-        results[task] = finish_task(bb, search, trial, out, teachers_out, log)
+        results[task] = finish_task(bb, search, trial, out, teachers_out, log, full)
         results[task]["layer_budget"] = layer_budget
         if on_task_done:
             on_task_done(results)
@@ -487,6 +524,7 @@ def train_heads(
     log: Callable[[str], None] = print,
     summary_path: str | Path | None = None,
     layer_budget: float | None = None,
+    jobs: int = 1,
     **options,
 ) -> dict[str, dict]:
     """Train teacher + distilled student per task; student head folders go to ``out/<task>/``.
@@ -495,8 +533,9 @@ def train_heads(
     field can be passed as a keyword (``seeds``, ``search``, ``branch_layer``,
     ``student_layers``, ``search_student_layers``, ``temperature``, ``full_baseline``, ...).
     ``layer_budget`` (e.g. 0.35) chooses every task's ``(k, m)`` jointly so that the
-    merged model costs at most that fraction of one full model per task. Teachers go
-    to ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
+    merged model costs at most that fraction of one full model per task. ``jobs`` > 1
+    trains the full fine-tuning baselines in worker processes (``train_tasks``). Teachers
+    go to ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
     """
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if not torch.cuda.is_available() else 8)))
     if isinstance(tasks, str):
@@ -518,7 +557,7 @@ def train_heads(
         task: HeadOptions(max_train=max_train.get(task) if isinstance(max_train, dict) else max_train, epochs=epochs, **options)
         for task in tasks
     }
-    results = train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget)
+    results = train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, jobs=jobs)
     if summary_path:
         Path(summary_path).write_text(json.dumps(results, indent=1, default=str) + "\n")
     return results

@@ -113,6 +113,11 @@ def _fmt(mean: float, std: float | None, n: int) -> str:
     return f"{mean:.1f} ± {std:.1f}" if n > 1 and std is not None else f"{mean:.1f}"
 
 
+def _jobs_note(res: dict) -> str:
+    jobs = res.get("options", {}).get("jobs") or 1
+    return "" if jobs == 1 else f"; full fine-tuning baselines in {jobs - 1} worker process(es) beside the search"
+
+
 def write_markdown(path: Path, res: dict) -> None:
     tasks = res["tasks"]
     L = res["num_layers"]
@@ -126,7 +131,7 @@ def write_markdown(path: Path, res: dict) -> None:
         res["command"],
         "```",
         "",
-        f"Wall time {res['seconds'] / 60:.1f} min on {res['machine']} ({res['precision']}).",
+        f"Wall time {res['seconds'] / 60:.1f} min on {res['machine']} ({res['precision']}){_jobs_note(res)}.",
         "",
         "Scores are GLUE dev scores x 100 (mean of the task's metrics: MCC for CoLA, accuracy for SST-2/RTE, "
         "mean of F1 and accuracy for MRPC, mean of Pearson and Spearman for STS-B), mean ± std over seeds. "
@@ -277,7 +282,7 @@ def plot(path: Path, res: dict) -> None:
 
 def run_report(
     tasks, out="artifacts/heads", report_dir="reports", small_seeds=(0, 1, 2), measure_speedup=True,
-    command="", glue_dir=None, max_train=None, backbone=None, custom=None, log=print, layer_budget=None, **options,
+    command="", glue_dir=None, max_train=None, backbone=None, custom=None, log=print, layer_budget=None, jobs=1, **options,
 ) -> dict:
     from .data.glue import default_glue_dir
     from .pipeline import CustomTask
@@ -304,13 +309,14 @@ def run_report(
     results = train_tasks(
         bb, task_opts, out, out.parent / "teachers", glue_dir, custom, log, layer_budget,
         on_task_done=lambda r: (report_dir / "glue.partial.json").write_text(json.dumps(r, indent=1, default=str)),
+        jobs=jobs,
     )
     depths = tuple(sorted(set(HeadOptions(**{k: v for k, v in options.items() if k == "depths"}).depths)))
     res = {
         "command": command, "backbone": bb.name, "num_layers": bb.config.num_hidden_layers,
         "hidden_size": bb.config.hidden_size, "glue_dir": str(glue_dir), "tasks": results, "depths": depths,
         "options": {**HeadOptions(**options).__dict__, "max_train": max_train, "small_seeds": list(small_seeds),
-                    "layer_budget": layer_budget},
+                    "layer_budget": layer_budget, "jobs": jobs},
         "machine": f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()})"
         if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         "precision": "bfloat16 autocast, float32 weights" if bf16_supported() and options.get("bf16") is not False else "float32",
