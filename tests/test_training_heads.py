@@ -282,7 +282,7 @@ def test_full_baselines_in_worker_processes_give_the_same_results(bb, tmp_path):
     for one, two in zip(alone["seeds"], beside["seeds"]):
         assert one["full"] == {**two["full"], "seconds": one["full"]["seconds"]}
         assert one["student"]["dev"] == two["student"]["dev"] and one["teacher"]["val"] == two["teacher"]["val"]
-    assert sum("(worker process)" in line for line in lines) == 2, lines
+    assert sum("(beside the search)" in line for line in lines) == 2, lines
     with pytest.raises(PipelineError, match="jobs"):
         train_heads(["rte"], out=tmp_path / "c", jobs=0, **kw)
 
@@ -291,10 +291,25 @@ def test_full_baselines_in_worker_processes_give_the_same_results(bb, tmp_path):
 def test_a_failed_baseline_job_names_its_task_and_seed(bb):
     from training.parallel import FullBaselines, ParallelError
 
-    with FullBaselines(1, 1, GLUE, {}, bb.path) as baselines:
-        baselines.submit("nosuchtask", HeadOptions(max_train=50, epochs=1, progress=False), (3,))
+    with FullBaselines(1, 1, GLUE, {}, bb.path, log=lambda *_: None) as baselines:
+        baselines.submit([("nosuchtask", HeadOptions(max_train=50, epochs=1, progress=False), 3)])
         with pytest.raises(ParallelError, match=r"nosuchtask \(seed 3\).*unknown task"):
             baselines.result("nosuchtask", 3)
+
+
+@needs_glue
+def test_a_baseline_no_worker_has_started_runs_in_the_asking_process(bb):
+    """Workers take jobs from the back, the caller asks from the front: an unstarted job is run by the caller."""
+    from training.parallel import FullBaselines
+
+    opts = HeadOptions(max_train=60, max_val=20, max_dev=20, epochs=1, progress=False)
+    with FullBaselines(1, torch.get_num_threads(), GLUE, {}, bb.path, log=lambda *_: None) as baselines:
+        baselines.submit([("rte", opts, seed) for seed in range(4)])
+        results = [baselines.result("rte", seed) for seed in range(4)]
+        ran_here = list(baselines.ran_here)
+    assert ran_here and ran_here[0] == ("rte", 0), ran_here  # one worker holds at most two jobs (seeds 3, 2) at first
+    assert len(ran_here) < 4
+    assert all(set(r) == {"val", "seconds", "layers", "dev"} and r["layers"] == bb.config.num_hidden_layers for r in results)
 
 
 @needs_glue
@@ -312,5 +327,5 @@ def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "(worker process)" in p.stdout and "OMP_WAIT_POLICY is not PASSIVE" not in p.stdout, p.stdout
+    assert "(beside the search)" in p.stdout and "OMP_WAIT_POLICY is not PASSIVE" not in p.stdout, p.stdout
     assert (tmp_path / "heads/rte").is_dir()

@@ -51,26 +51,40 @@ def full_baseline_job(task: str, opts, seed: int, glue_dir, custom, backbone: st
 
 
 class FullBaselines:
-    """A pool of ``workers`` processes training every ``(task, seed)`` baseline submitted to it."""
+    """A pool of ``workers`` processes training every ``(task, seed)`` baseline submitted to it.
 
-    def __init__(self, workers: int, threads: int, glue_dir, custom, backbone: str | Path):
+    The workers take the jobs from the last submitted backwards, while the search
+    asks for them from the first: a job that no worker has started by the time it is
+    asked for runs in the asking process instead (which would otherwise wait idle), so
+    both ends meet in the middle and neither side sits idle while the other has work.
+    """
+
+    def __init__(self, workers: int, threads: int, glue_dir, custom, backbone: str | Path, log=print):
         for k, v in PASSIVE.items():  # inherited by the spawned workers before they import torch
             os.environ.setdefault(k, v)
         self._pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads,),
         )
         self._args = (glue_dir, custom, str(backbone))
-        self._jobs: dict[tuple[str, int], Future] = {}
+        self._jobs: dict[tuple[str, int], tuple[Future, object]] = {}
+        self.ran_here: list[tuple[str, int]] = []
+        self._log = log
 
-    def submit(self, task: str, opts, seeds) -> None:
-        for seed in seeds:
-            self._jobs[task, seed] = self._pool.submit(full_baseline_job, task, opts, seed, *self._args)
+    def submit(self, jobs) -> None:
+        """``jobs``: ``(task, opts, seed)`` in the order the caller will ask for them."""
+        for task, opts, seed in reversed(list(jobs)):
+            self._jobs[task, seed] = (self._pool.submit(full_baseline_job, task, opts, seed, *self._args), opts)
 
     def result(self, task: str, seed: int) -> dict:
+        future, opts = self._jobs[task, seed]
         try:
-            return self._jobs[task, seed].result()
+            if future.cancel():  # not started by any worker: run it here
+                self.ran_here.append((task, seed))
+                self._log(f"  [{task} seed {seed}] full fine-tuning baseline: no worker had started it, running it here")
+                return full_baseline_job(task, opts, seed, *self._args)
+            return future.result()
         except Exception as exc:
-            raise ParallelError(f"full fine-tuning baseline of {task} (seed {seed}) failed in its worker: "
+            raise ParallelError(f"full fine-tuning baseline of {task} (seed {seed}) failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
 
     def close(self, failed: bool = False) -> None:

@@ -289,7 +289,7 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
             result["full"] = full_result(bb, prep, opts, seed, log)
         else:
             result["full"] = full(d.name, seed)
-            log(f"  [{d.name} seed {seed}] full fine-tuning val {result['full']['val']:.2f} (worker process)")
+            log(f"  [{d.name} seed {seed}] full fine-tuning val {result['full']['val']:.2f} (beside the search)")
     result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
 
@@ -469,7 +469,8 @@ def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teac
     freed) before the next is searched. A budget couples the tasks: every search, with
     its cache, is kept until the joint choice is made. With ``jobs`` > 1 the full
     fine-tuning baselines run in ``jobs - 1`` worker processes from the start, beside
-    the search (``training.parallel``); the results are the same.
+    the search, and in this process once it has nothing else to do (``training.parallel``);
+    the results are the same.
     """
     if jobs < 1:
         raise PipelineError(f"jobs must be at least 1, got {jobs}")
@@ -480,10 +481,8 @@ def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teac
     if not passive_threads_in_this_process():
         log("note: OMP_WAIT_POLICY is not PASSIVE in this process; its idle threads may spin against the workers' "
             "(python -m training sets it with --jobs)")
-    with FullBaselines(jobs - 1, torch.get_num_threads(), glue_dir, custom, bb.path) as baselines:
-        for task, opts in task_opts.items():
-            if opts.full_baseline:
-                baselines.submit(task, opts, opts.seeds)
+    with FullBaselines(jobs - 1, torch.get_num_threads(), glue_dir, custom, bb.path, log) as baselines:
+        baselines.submit([(task, opts, seed) for task, opts in task_opts.items() if opts.full_baseline for seed in opts.seeds])
         return _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done,
                             baselines.result)
 
