@@ -63,7 +63,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="processes: with 2 or more, the full fine-tuning baselines train in JOBS-1 workers beside the search "
-                        "(same results; on 2 cores --jobs 2 cut the GLUE study's time)")
+                        "(bit-identical results; a small gain on 2 cores, more with more cores: reports/jobs2)")
 
 
 def options(a) -> dict:

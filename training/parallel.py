@@ -2,12 +2,14 @@
 
 Why: the full fine-tuning baseline is about half of the GLUE study's time on 2 CPU
 cores and depends on nothing the search produces (its own data split, its own seed).
-Small-model training does not use two cores well from one process: two processes
-of two threads each trained about 1.5x as much per second as one (same machine,
-teacher and full fine-tuning alike), as long as idle OpenMP threads sleep instead of
-spinning (``OMP_WAIT_POLICY=PASSIVE``; spinning threads of two processes on two
-cores made each run 20 to 40 times slower). The thread count is kept, so the
-results are bit for bit those of the sequential run (``train_full`` seeds
+Small-model training does not use two cores well from one process: in short runs, two
+processes of two threads each trained 1.35 to 1.6 times as much per second as one,
+as long as idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``;
+spinning threads of two processes on two cores made each run 20 to 40 times slower).
+Over the whole study the gain was smaller (each stage ran 1.7 to 1.9 times slower
+beside the other process: 54.9 min against 57.0 sequential, ``reports/jobs2``); the
+option is meant as much for machines with more cores. The thread count is kept, so
+the results are bit for bit those of the sequential run (``train_full`` seeds
 everything it uses).
 
 Each job reloads the backbone and re-reads and re-tokenizes its task (seconds) rather
