@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -77,13 +78,15 @@ class FullBaselines:
         for task, opts, seed in reversed(list(jobs)):
             self._jobs[task, seed] = (self._pool.submit(full_baseline_job, task, opts, seed, *self._args), opts)
 
-    def result(self, task: str, seed: int) -> dict:
+    def result(self, task: str, seed: int, run_here: Callable[[], dict] | None = None) -> dict:
+        """The job's result; ``run_here`` computes it in this process if no worker has started it
+        (the caller's own data, not reloaded; default: the worker's function)."""
         future, opts = self._jobs[task, seed]
         try:
             if future.cancel():  # not started by any worker: run it here
                 self.ran_here.append((task, seed))
                 self._log(f"  [{task} seed {seed}] full fine-tuning baseline: no worker had started it, running it here")
-                return full_baseline_job(task, opts, seed, *self._args)
+                return run_here() if run_here else full_baseline_job(task, opts, seed, *self._args)
             return future.result()
         except Exception as exc:
             raise ParallelError(f"full fine-tuning baseline of {task} (seed {seed}) failed: "

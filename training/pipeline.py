@@ -269,7 +269,8 @@ def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=
             "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
 
 
-FullProvider = Callable[[str, int], dict]  # (task, seed) -> full_result's dict, e.g. from worker processes
+# (task, seed, run_here) -> full_result's dict, e.g. from worker processes; run_here computes it in this process
+FullProvider = Callable[[str, int, Callable[[], dict]], dict]
 
 
 def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print,
@@ -288,7 +289,7 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
         if full is None:
             result["full"] = full_result(bb, prep, opts, seed, log)
         else:
-            result["full"] = full(d.name, seed)
+            result["full"] = full(d.name, seed, lambda: full_result(bb, prep, opts, seed, log=lambda _msg: None))
             log(f"  [{d.name} seed {seed}] full fine-tuning val {result['full']['val']:.2f} (beside the search)")
     result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
