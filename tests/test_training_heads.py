@@ -271,45 +271,77 @@ def test_train_device_follows_the_environment(monkeypatch):
     assert train_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _without_times(x):
+    if isinstance(x, dict):
+        return {k: _without_times(v) for k, v in x.items() if "seconds" not in k and not k.endswith("_dir")}
+    if isinstance(x, list):
+        return [_without_times(v) for v in x]
+    return x
+
+
 @needs_glue
-def test_full_baselines_in_worker_processes_give_the_same_results(bb, tmp_path):
-    """``jobs=2`` moves the full fine-tuning baselines to a worker process; every score stays bit for bit."""
-    kw = dict(glue_dir=GLUE, max_train=120, epochs=1, max_val=30, max_dev=40, depths=(3,), seeds=(0, 1),
-              full_baseline=True, progress=False, log=lambda *_: None)
-    alone = train_heads(["rte"], out=tmp_path / "a", **kw)["rte"]
+def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
+    """``jobs=2`` shares the search (one job per branch depth), the later seeds and the baselines with a
+    worker; every score and the written heads' bytes stay those of the sequential run."""
+    import hashlib
+
+    kw = dict(glue_dir=GLUE, max_train=160, epochs=1, max_val=30, max_dev=40, depths=(2, 3), search=True,
+              search_student_layers=(1, 2), seeds=(0, 1), full_baseline=True, layer_budget=0.5, progress=False)
+    alone = train_heads(["rte", "mrpc"], out=tmp_path / "a/heads", log=lambda *_: None, **kw)
     lines = []
-    beside = train_heads(["rte"], out=tmp_path / "b", jobs=2, **{**kw, "log": lines.append})["rte"]
-    for one, two in zip(alone["seeds"], beside["seeds"]):
-        assert one["full"] == {**two["full"], "seconds": one["full"]["seconds"]}
-        assert one["student"]["dev"] == two["student"]["dev"] and one["teacher"]["val"] == two["teacher"]["val"]
-    assert sum("(beside the search)" in line for line in lines) == 2, lines
+    shared = train_heads(["rte", "mrpc"], out=tmp_path / "b/heads", jobs=2, log=lines.append, **kw)
+    assert _without_times(alone) == _without_times(shared)
+    for task in ("rte", "mrpc"):
+        for role in ("heads", "teachers"):
+            one, two = (hashlib.sha256((tmp_path / run / role / task / "weights.safetensors").read_bytes()).hexdigest()
+                        for run in "ab")
+            assert one == two, (task, role)
+    assert any("(worker)" in line and "k=" in line for line in lines), lines
+    assert any("(worker)" in line and "full fine-tuning" in line for line in lines), lines
     with pytest.raises(PipelineError, match="jobs"):
         train_heads(["rte"], out=tmp_path / "c", jobs=0, **kw)
 
 
-@needs_glue
-def test_a_failed_baseline_job_names_its_task_and_seed(bb):
-    from training.parallel import FullBaselines, ParallelError
+def _full_job_pool(bb, opts, workers=1):
+    from training.parallel import JobPool
+    from training.pipeline import full_result
 
-    with FullBaselines(1, 1, GLUE, {}, bb.path, log=lambda *_: None) as baselines:
-        baselines.submit([("nosuchtask", HeadOptions(max_train=50, epochs=1, progress=False), 3)])
+    prep = {}
+
+    def local(job):
+        prep.setdefault(job.task, prepare(job.task, bb, opts, GLUE))
+        return full_result(bb, prep[job.task], opts, job.seed, log=lambda _msg: None)
+
+    return JobPool(workers, torch.get_num_threads(), lambda _task: opts, local, GLUE, {}, bb.path)
+
+
+@needs_glue
+def test_a_failed_job_names_its_task_and_seed(bb):
+    from training.parallel import FULL, Job, ParallelError
+
+    opts = HeadOptions(max_train=50, epochs=1, progress=False)
+    with _full_job_pool(bb, opts) as pool:
+        pool.plan([Job(FULL, "nosuchtask", 3)])
         with pytest.raises(ParallelError, match=r"nosuchtask \(seed 3\).*unknown task"):
-            baselines.result("nosuchtask", 3)
+            pool.result(Job(FULL, "nosuchtask", 3))
 
 
 @needs_glue
-def test_a_baseline_no_worker_has_started_runs_in_the_asking_process(bb):
-    """Workers take jobs from the back, the caller asks from the front: an unstarted job is run by the caller."""
-    from training.parallel import FullBaselines
+def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
+    """The worker takes the largest job; the asker runs what no worker has taken, and, while the
+    job it asked for runs in the worker, the smallest pending one."""
+    from training.parallel import FULL, Job
 
     opts = HeadOptions(max_train=60, max_val=20, max_dev=20, epochs=1, progress=False)
-    with FullBaselines(1, torch.get_num_threads(), GLUE, {}, bb.path, log=lambda *_: None) as baselines:
-        baselines.submit([("rte", opts, seed) for seed in range(4)])
-        results = [baselines.result("rte", seed) for seed in range(4)]
-        ran_here = list(baselines.ran_here)
-    assert ran_here and ran_here[0] == ("rte", 0), ran_here  # one worker holds at most two jobs (seeds 3, 2) at first
-    assert len(ran_here) < 4
-    assert all(set(r) == {"val", "seconds", "layers", "dev"} and r["layers"] == bb.config.num_hidden_layers for r in results)
+    jobs = [Job(FULL, "rte", seed, (), cost) for seed, cost in ((0, 1.0), (1, 4.0), (2, 2.0), (3, 3.0))]
+    with _full_job_pool(bb, opts) as pool:
+        pool.plan(jobs)  # the worker takes seed 1 (largest) at once
+        results = [pool.result(j) for j in jobs]
+        ran_here = [j.seed for j in pool.ran_here]
+    assert ran_here[:2] == [0, 2], ran_here  # seed 0 asked and untaken; seed 2 run while waiting for seed 1
+    assert 1 not in ran_here and [remote for _, remote in results][1]
+    assert all(set(r) == {"val", "seconds", "layers", "dev"} and r["layers"] == bb.config.num_hidden_layers
+               for r, _ in results)
 
 
 @needs_glue
@@ -327,5 +359,5 @@ def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "(beside the search)" in p.stdout and "OMP_WAIT_POLICY is not PASSIVE" not in p.stdout, p.stdout
+    assert "(worker)" in p.stdout and "OMP_WAIT_POLICY is not PASSIVE" not in p.stdout, p.stdout
     assert (tmp_path / "heads/rte").is_dir()

@@ -62,8 +62,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
-                   help="processes: with 2 or more, the full fine-tuning baselines train in JOBS-1 workers beside the search "
-                        "(bit-identical results; a small gain on 2 cores, more with more cores: reports/jobs2)")
+                   help="processes: with 2 or more, the training jobs (one per task, seed and branch depth, and the full "
+                        "fine-tuning baselines) are shared with JOBS-1 workers (bit-identical results; a small gain on "
+                        "2 cores, more with more cores and on a GPU: reports/jobs2)")
 
 
 def options(a) -> dict:

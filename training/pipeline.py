@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,10 @@ from .data.types import DataError, Example, TaskData
 from .distill import train_student
 from .loop import FitConfig, bf16_supported
 from .teacher import evaluate_outputs, predict_full, predict_head, train_full, train_teacher
+
+
+if TYPE_CHECKING:
+    from .jobs import TaskJobs
 
 
 class PipelineError(ValueError):
@@ -164,14 +168,26 @@ def prepare(task: str, bb: Backbone, opts: HeadOptions, glue_dir=None, custom=No
     dev = {k: encode_examples(cap(v, opts.max_dev, opts.split_seed), tok, reg) for k, v in data.dev.items()}
     prep = Prepared(data, encode_examples(train_rows, tok, reg), encode_examples(val_rows, tok, reg), dev)
     if cache_depths:
-        trunk = Trunk.from_state_dict(bb.config, bb.state_dict, sorted(set(cache_depths))).freeze()
-        t0 = time.perf_counter()
-        for name, enc in [("train", prep.train), ("val", prep.val)] + [(f"dev:{k}", v) for k, v in prep.dev.items()]:
-            c = HiddenStateCache(trunk, enc, max_bytes=opts.cache_max_bytes, progress=opts.progress, desc=f"{task} trunk cache ({name})")
-            prep.caches[name] = c
-            prep.cache_bytes += c.nbytes
-        prep.cache_seconds = time.perf_counter() - t0
+        build_caches(prep, bb, opts, cache_depths)
     return prep
+
+
+def build_caches(prep: Prepared, bb: Backbone, opts: HeadOptions, depths: Sequence[int]) -> Prepared:
+    """Run the frozen trunk once over train, validation and dev, keeping the states at ``depths``."""
+    task = prep.data.name
+    trunk = Trunk.from_state_dict(bb.config, bb.state_dict, sorted(set(depths))).freeze()
+    t0 = time.perf_counter()
+    for name, enc in [("train", prep.train), ("val", prep.val)] + [(f"dev:{k}", v) for k, v in prep.dev.items()]:
+        c = HiddenStateCache(trunk, enc, max_bytes=opts.cache_max_bytes, progress=opts.progress, desc=f"{task} trunk cache ({name})")
+        prep.caches[name] = c
+        prep.cache_bytes += c.nbytes
+    prep.cache_seconds = time.perf_counter() - t0
+    return prep
+
+
+def search_depths(opts: HeadOptions, bb: Backbone) -> list[int]:
+    """The branch depths a task's candidates use: the depths its trunk cache holds."""
+    return sorted({k for k, _, _ in candidates(opts, bb.config.num_hidden_layers)})
 
 
 def student_choices(opts: HeadOptions) -> tuple[int, ...]:
@@ -252,9 +268,13 @@ def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, can
             temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
             hidden_weight=opts.hidden_weight, desc=f"{d.name} student k={k} m={m} s={seed}",
         )
-        log(f"  [{d.name} seed {seed}] k={k} n={n} m={m}: teacher val {t_fit.best_score:.2f}, student val {s_fit.best_score:.2f}")
         trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds))
+        log(trial_line(d.name, seed, trials[-1]))
     return trials
+
+
+def trial_line(task: str, seed: int, t: Trial) -> str:
+    return f"  [{task} seed {seed}] k={t.k} n={t.n} m={t.m}: teacher val {t.teacher_val:.2f}, student val {t.student_val:.2f}"
 
 
 def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=print) -> dict:
@@ -269,14 +289,10 @@ def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=
             "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
 
 
-# (task, seed, run_here) -> full_result's dict, e.g. from worker processes; run_here computes it in this process
-FullProvider = Callable[[str, int, Callable[[], dict]], dict]
-
-
 def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print,
-                full: FullProvider | None = None) -> dict:
+                full: Callable[[int], dict] | None = None) -> dict:
     """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked
-    (trained here, or taken from ``full`` when the baselines run elsewhere)."""
+    (trained here, or ``full(seed)``'s, e.g. from ``training.jobs.TaskJobs``, which may run it elsewhere)."""
     d, k = prep.data, trial.k
     result = {
         "seed": seed, "k": k, "n": trial.n, "m": trial.m, "candidates": [t.record() for t in tried],
@@ -286,11 +302,7 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
                     "seconds": trial.student_seconds},
     }
     if opts.full_baseline:
-        if full is None:
-            result["full"] = full_result(bb, prep, opts, seed, log)
-        else:
-            result["full"] = full(d.name, seed, lambda: full_result(bb, prep, opts, seed, log=lambda _msg: None))
-            log(f"  [{d.name} seed {seed}] full fine-tuning val {result['full']['val']:.2f} (beside the search)")
+        result["full"] = full_result(bb, prep, opts, seed, log) if full is None else full(seed)
     result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
 
@@ -329,16 +341,15 @@ class TaskSearch:
         return next(t for t in self.later[seed] if (t.k, t.n, t.m) == (trial.k, trial.n, trial.m))
 
 
-def search_task(bb: Backbone, task: str, opts: HeadOptions, glue_dir=None, custom=None, log=print) -> TaskSearch:
+def search_task(jobs: "TaskJobs", task: str) -> TaskSearch:
+    """Every candidate of ``task`` on its first seed (every seed with ``search_every_seed``), wherever ``jobs`` runs them."""
     t0 = time.perf_counter()
-    cands = candidates(opts, bb.config.num_hidden_layers)
-    prep = prepare(task, bb, opts, glue_dir, custom, cache_depths=sorted({k for k, _, _ in cands}))
-    log(f"[{task}] {len(prep.train)} train / {len(prep.val)} validation rows, "
-        f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
-        f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
-    trials = train_trials(bb, prep, opts, opts.seeds[0], cands, log)
-    later = {seed: train_trials(bb, prep, opts, seed, cands, log) for seed in opts.seeds[1:]} if opts.search_every_seed else {}
-    return TaskSearch(task, opts, prep, trials, t0, custom=bool(custom and task in custom), later=later)
+    opts = jobs.task_opts[task]
+    prep = jobs.prep(task)
+    cands = candidates(opts, jobs.bb.config.num_hidden_layers)
+    trials = jobs.trials(task, opts.seeds[0], cands)
+    later = {seed: jobs.trials(task, seed, cands) for seed in opts.seeds[1:]} if opts.search_every_seed else {}
+    return TaskSearch(task, opts, prep, trials, t0, custom=jobs.is_custom(task), later=later)
 
 
 def merged_layers(choice: dict[str, tuple[int, int]]) -> int:
@@ -399,17 +410,21 @@ def _mean_dev(results: list[dict], role: str, split: str) -> float:
     return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
 
 
-def finish_task(bb: Backbone, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None, log=print,
-                full: FullProvider | None = None) -> dict:
+def finish_task(jobs: "TaskJobs", search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None) -> dict:
     """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
     opts, prep, task = search.opts, search.prep, search.task
+    bb, log = jobs.bb, jobs.log
     d, k = prep.data, trial.k
+
+    def full(seed: int) -> dict:
+        return jobs.full(task, seed)
+
     seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log, full)]
     for seed in opts.seeds[1:]:
         if seed in search.later:  # already trained by the search
             tried, again = search.later[seed], search.on_seed(seed, trial)
         else:
-            tried = train_trials(bb, prep, opts, seed, [(trial.k, trial.n, trial.m)], log)
+            tried = jobs.trials(task, seed, [(trial.k, trial.n, trial.m)])
             again = tried[0]
         seeds.append(seed_result(bb, prep, opts, seed, again, tried, log, full))
     best = max(seeds, key=lambda r: r["student"]["val"])
@@ -468,45 +483,43 @@ def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teac
 
     Without a budget each task is chosen alone, so it is finished (and its trunk cache
     freed) before the next is searched. A budget couples the tasks: every search, with
-    its cache, is kept until the joint choice is made. With ``jobs`` > 1 the full
-    fine-tuning baselines run in ``jobs - 1`` worker processes from the start, beside
-    the search, and in this process once it has nothing else to do (``training.parallel``);
-    the results are the same.
+    its cache, is kept until the joint choice is made. With ``jobs`` > 1 the training
+    jobs (search candidates, later seeds, full fine-tuning baselines) are shared between
+    this process and ``jobs - 1`` worker processes (``training.jobs``,
+    ``training.parallel``); the results are the same.
     """
+    from .jobs import TaskJobs
+
     if jobs < 1:
         raise PipelineError(f"jobs must be at least 1, got {jobs}")
-    if jobs == 1 or not any(o.full_baseline for o in task_opts.values()):
-        return _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done, None)
-    from .parallel import FullBaselines, passive_threads_in_this_process
-
-    if not passive_threads_in_this_process():
-        log("note: OMP_WAIT_POLICY is not PASSIVE in this process; its idle threads may spin against the workers' "
-            "(python -m training sets it with --jobs)")
-    with FullBaselines(jobs - 1, torch.get_num_threads(), glue_dir, custom, bb.path, log) as baselines:
-        baselines.submit([(task, opts, seed) for task, opts in task_opts.items() if opts.full_baseline for seed in opts.seeds])
-        return _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done,
-                            baselines.result)
+    with TaskJobs(bb, task_opts, glue_dir, custom, log, workers=jobs - 1) as runner:
+        return _train_tasks(runner, out, teachers_out, layer_budget, on_task_done)
 
 
-def _train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, on_task_done,
-                 full: FullProvider | None) -> dict[str, dict]:
+def _train_tasks(jobs: "TaskJobs", out, teachers_out, layer_budget, on_task_done) -> dict[str, dict]:
     results: dict[str, dict] = {}
+    num_layers = jobs.bb.config.num_hidden_layers
 
     def finish(task: str, search: TaskSearch, trial: Trial) -> None:
-        results[task] = finish_task(bb, search, trial, out, teachers_out, log, full)
+        results[task] = finish_task(jobs, search, trial, out, teachers_out)
         results[task]["layer_budget"] = layer_budget
+        jobs.free(task)
         if on_task_done:
             on_task_done(results)
 
     if layer_budget is None:
-        for task, opts in task_opts.items():
-            search = search_task(bb, task, opts, glue_dir, custom, log)
-            finish(task, search, choose({task: search}, bb.config.num_hidden_layers)[task])
+        for task in jobs.task_opts:
+            search = search_task(jobs, task)
+            trial = choose({task: search}, num_layers)[task]
+            jobs.plan_later(task, trial)
+            finish(task, search, trial)
         return results
-    searches = {t: search_task(bb, t, o, glue_dir, custom, log) for t, o in task_opts.items()}
-    chosen = choose(searches, bb.config.num_hidden_layers, layer_budget)
-    log(f"layer budget {layer_budget:.0%}: " + ", ".join(f"{t} k={x.k} m={x.m}" for t, x in chosen.items())
-        + f" -> {merged_layers({t: (x.k, x.m) for t, x in chosen.items()})} of {bb.config.num_hidden_layers * len(chosen)} layers")
+    searches = {t: search_task(jobs, t) for t in jobs.task_opts}
+    chosen = choose(searches, num_layers, layer_budget)
+    jobs.log(f"layer budget {layer_budget:.0%}: " + ", ".join(f"{t} k={x.k} m={x.m}" for t, x in chosen.items())
+             + f" -> {merged_layers({t: (x.k, x.m) for t, x in chosen.items()})} of {num_layers * len(chosen)} layers")
+    for task, trial in chosen.items():
+        jobs.plan_later(task, trial)
     for task, search in searches.items():
         finish(task, search, chosen[task])
     return results
@@ -534,7 +547,7 @@ def train_heads(
     ``student_layers``, ``search_student_layers``, ``temperature``, ``full_baseline``, ...).
     ``layer_budget`` (e.g. 0.35) chooses every task's ``(k, m)`` jointly so that the
     merged model costs at most that fraction of one full model per task. ``jobs`` > 1
-    trains the full fine-tuning baselines in worker processes (``train_tasks``). Teachers
+    shares the training between this process and ``jobs - 1`` workers (``train_tasks``). Teachers
     go to ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
     """
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if not torch.cuda.is_available() else 8)))

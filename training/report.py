@@ -115,7 +115,7 @@ def _fmt(mean: float, std: float | None, n: int) -> str:
 
 def _jobs_note(res: dict) -> str:
     jobs = res.get("options", {}).get("jobs") or 1
-    return "" if jobs == 1 else f"; full fine-tuning baselines in {jobs - 1} worker process(es) beside the search"
+    return "" if jobs == 1 else f"; training jobs shared with {jobs - 1} worker process(es) (`--jobs {jobs}`)"
 
 
 def write_markdown(path: Path, res: dict) -> None:
