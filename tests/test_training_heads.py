@@ -302,6 +302,22 @@ def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
         train_heads(["rte"], out=tmp_path / "c", jobs=0, **kw)
 
 
+def test_workers_take_training_jobs_first_and_the_largest():
+    from training.parallel import FULL, TRIALS, Job, spare_pick, worker_pick
+
+    jobs = [Job(FULL, "sst2", 0, (), 90.0), Job(TRIALS, "rte", 0, ((3, 3, 1),), 5.0),
+            Job(TRIALS, "sst2", 0, ((2, 4, 1), (2, 4, 2)), 40.0), Job(FULL, "rte", 1, (), 9.0)]
+    order = []
+    pending = list(jobs)
+    while pending:
+        order.append(worker_pick(pending))
+        pending.remove(order[-1])
+    assert [(j.kind, j.task, j.seed) for j in order] == [
+        (TRIALS, "sst2", 0), (TRIALS, "rte", 0), (FULL, "sst2", 0), (FULL, "rte", 1)]
+    assert spare_pick(jobs) is jobs[1]
+    assert Job(TRIALS, "rte", 0, ((3, 3, 1),), 1.0).key == jobs[1].key  # the cost only orders
+
+
 def _full_job_pool(bb, opts, workers=1):
     from training.parallel import JobPool
     from training.pipeline import full_result

@@ -148,6 +148,17 @@ def unpack_trials(trials: list) -> list:
 
 # ---- in the main process ----------------------------------------------------------------------
 
+def worker_pick(pending) -> Job:
+    """What an idle worker takes: training jobs (searches, later seeds) before baselines, as they gate the
+    choice and the finishing of their task; among them the largest, so that the longest chains start first."""
+    return min(pending, key=lambda j: (j.kind != TRIALS, -j.cost))
+
+
+def spare_pick(pending) -> Job:
+    """What the main process runs while a worker has the job it waits for: the smallest, to be back soon."""
+    return min(pending, key=lambda j: j.cost)
+
+
 class JobPool:
     """``workers`` spawned processes and the main process sharing a set of planned jobs.
 
@@ -185,7 +196,7 @@ class JobPool:
             if _done is not None:
                 self._idle += 1
             while self._idle > 0 and self._pending and self._pool is not None:
-                job = min(self._pending.values(), key=lambda j: (j.kind != TRIALS, -j.cost))
+                job = worker_pick(self._pending.values())
                 del self._pending[job.key]
                 self._idle -= 1
                 future = self._pool.submit(run_job, job, self._opts_of(job.task))
@@ -212,7 +223,7 @@ class JobPool:
                     mine = job  # never planned: run it here
                 spare = None
                 if mine is None and not future.done() and self._pending:
-                    spare = self._pending.pop(min(self._pending.values(), key=lambda j: j.cost).key)
+                    spare = self._pending.pop(spare_pick(self._pending.values()).key)
             if mine is not None:
                 return self._run_here(mine), False
             if spare is not None:
