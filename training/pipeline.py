@@ -17,6 +17,9 @@ the report call. Per task:
 4. optionally train the full fine-tuning baseline on the same split;
 5. write the best seed's student to ``out/<task>/`` and its teacher to
    ``teachers_out/<task>/`` (both loadable with ``trunkserve.artifacts.load_head``).
+
+Every training in steps 3 and 4 is a job of ``training.jobs.TaskJobs``: run here when
+asked (the default), or, with ``jobs`` > 1, shared with worker processes from the start.
 """
 
 from __future__ import annotations
@@ -293,7 +296,7 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
                 full: Callable[[int], dict] | None = None) -> dict:
     """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked
     (trained here, or ``full(seed)``'s, e.g. from ``training.jobs.TaskJobs``, which may run it elsewhere)."""
-    d, k = prep.data, trial.k
+    k = trial.k
     result = {
         "seed": seed, "k": k, "n": trial.n, "m": trial.m, "candidates": [t.record() for t in tried],
         "teacher": {"val": trial.teacher_val, "dev": dev_scores(lambda s: predict_head(trial.teacher, prep.caches[f"dev:{s}"], k), prep),
