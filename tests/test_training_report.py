@@ -37,3 +37,19 @@ def test_search_table_shows_the_scores_the_choice_ranked():
                    {"candidates": [cand(1, 20.0, 20.0), cand(2, 20.0, 30.0)]}]}
     assert [c["student_val"] for c in search_scores(r, every_seed=False)] == [30.0, 28.0]
     assert [(c["teacher_val"], c["student_val"]) for c in search_scores(r, every_seed=True)] == [(25.0, 25.0), (25.0, 29.0)]
+
+
+def test_a_baseline_scoring_zero_or_below_has_no_percentage(tmp_path):
+    """A tiny or failed run can leave full fine-tuning at MCC 0 (one class predicted) or a negative
+    correlation: the report then says n/a for that share instead of failing or printing a sign-flipped one."""
+    res = json.loads((REPORTS / "glue.json").read_text())
+    res["tasks"]["cola"]["full_dev_mean"] = 0.0
+    res["tasks"]["stsb"]["full_dev_mean"] = -3.0
+    res["average"]["student_pct_of_full"] = None
+    (tmp_path / "glue.json").write_text(json.dumps(res))
+    rows = {}
+    for line in render(tmp_path / "glue.json").read_text().splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split("|")[1].strip(), line)  # the main table comes first
+    assert "| n/a |" in rows["cola"] and "| n/a |" in rows["stsb"]
+    assert "| 96.6% |" in rows["sst2"] and "**n/a**" in rows["**average**"]

@@ -113,6 +113,16 @@ def _fmt(mean: float, std: float | None, n: int) -> str:
     return f"{mean:.1f} ± {std:.1f}" if n > 1 and std is not None else f"{mean:.1f}"
 
 
+def pct_of(part: float, whole: float) -> float | None:
+    """``part`` as a percentage of ``whole``; None where ``whole`` is not positive (an MCC or a
+    correlation of 0 or below, as tiny or failed runs give), where a share means nothing."""
+    return 100 * part / whole if whole > 0 else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
 def _jobs_note(res: dict) -> str:
     jobs = res.get("options", {}).get("jobs") or 1
     return "" if jobs == 1 else f"; training jobs shared with {jobs - 1} worker process(es) (`--jobs {jobs}`)"
@@ -152,12 +162,12 @@ def write_markdown(path: Path, res: dict) -> None:
             f"| {t} | {r['train_rows']} | {n_seeds} | {_fmt(r['full_dev_mean'], r['full_dev_std'], n_seeds)} ({L}) "
             f"| {_fmt(r['teacher_dev_mean'], r['teacher_dev_std'], n_seeds)} ({r['k']}+{r['n']}) "
             f"| {_fmt(r['student_dev_mean'], r['student_dev_std'], n_seeds)} ({r['k']}+{r['m']}) "
-            f"| {100 * r['student_dev_mean'] / r['full_dev_mean']:.1f}% | {s_detail} |"
+            f"| {_pct(pct_of(r['student_dev_mean'], r['full_dev_mean']))} | {s_detail} |"
         )
     avg = res["average"]
     lines.append(
         f"| **average** | | | **{avg['full']:.1f}** | **{avg['teacher']:.1f}** | **{avg['student']:.1f}** "
-        f"| **{avg['student_pct_of_full']:.1f}%** | |"
+        f"| **{_pct(avg['student_pct_of_full'])}** | |"
     )
     c = res["cost"]
     every_seed = bool(res["options"].get("search_every_seed"))
@@ -168,8 +178,8 @@ def write_markdown(path: Path, res: dict) -> None:
         f"Merged model: trunk to depth {c['deepest_branch']} once + {c['student_layers']} student layer(s) = "
         f"{c['merged_layers']} layers, **{100 * c['ratio']:.1f}%** of the separate models.",
         "",
-        f"**Targets.** Student average {avg['student_pct_of_full']:.1f}% of full fine-tuning (target >= 99%): "
-        f"{'met' if avg['student_pct_of_full'] >= 99 else 'not met'}. Merged cost {100 * c['ratio']:.1f}% "
+        f"**Targets.** Student average {_pct(avg['student_pct_of_full'])} of full fine-tuning (target >= 99%): "
+        f"{'met' if (avg['student_pct_of_full'] or 0) >= 99 else 'not met'}. Merged cost {100 * c['ratio']:.1f}% "
         f"(target <= 35%): {'met' if c['ratio'] <= 0.35 else 'not met'}. Wall time {res['seconds'] / 60:.1f} min "
         f"(target < 60 min on 2 cores): {'met' if res['seconds'] < 3600 else 'not met'}.",
         "",
@@ -323,8 +333,8 @@ def run_report(
         "cache_mib": sum(r["cache_bytes"] for r in results.values()) / 2**20,
     }
     res["average"] = {role: float(np.mean([r[f"{role}_dev_mean"] for r in results.values()])) for role in ("full", "teacher", "student")}
-    res["average"]["student_pct_of_full"] = 100 * res["average"]["student"] / res["average"]["full"]
-    res["average"]["teacher_pct_of_full"] = 100 * res["average"]["teacher"] / res["average"]["full"]
+    res["average"]["student_pct_of_full"] = pct_of(res["average"]["student"], res["average"]["full"])
+    res["average"]["teacher_pct_of_full"] = pct_of(res["average"]["teacher"], res["average"]["full"])
     res["cost"] = merged_cost(results, bb.config.num_hidden_layers)
     res["trainings_on_cache"] = trainings_on_cache(results)
     if measure_speedup:
@@ -336,6 +346,6 @@ def run_report(
     write_markdown(report_dir / "glue.md", res)
     plot(report_dir / "glue.png", res)
     (report_dir / "glue.partial.json").unlink(missing_ok=True)
-    log(f"report: {report_dir / 'glue.md'} (student {res['average']['student_pct_of_full']:.1f}% of full, "
+    log(f"report: {report_dir / 'glue.md'} (student {_pct(res['average']['student_pct_of_full'])} of full, "
         f"merged cost {100 * res['cost']['ratio']:.1f}%, {res['seconds'] / 60:.1f} min)")
     return res
