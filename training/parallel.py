@@ -36,7 +36,7 @@ import multiprocessing as mp
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,14 +135,10 @@ def _module_from_bytes(data: bytes):
 
 def pack_trials(trials: list) -> list:
     """Trials with their teacher and student as bytes, so that no tensor crosses processes by shared memory."""
-    from dataclasses import replace
-
     return [replace(t, teacher=_module_bytes(t.teacher), student=_module_bytes(t.student)) for t in trials]
 
 
 def unpack_trials(trials: list) -> list:
-    from dataclasses import replace
-
     return [replace(t, teacher=_module_from_bytes(t.teacher), student=_module_from_bytes(t.student)) for t in trials]
 
 
