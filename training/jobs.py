@@ -19,6 +19,7 @@ import torch
 
 from trunkserve.backbone import Backbone
 
+from .parallel import FULL, TRIALS, Job, JobPool, passive_threads_in_this_process
 from .pipeline import (
     HeadOptions, Prepared, Trial, build_caches, candidates, cap, full_result, load_task, prepare, search_depths,
     train_trials, trial_line,
@@ -61,8 +62,6 @@ class TaskJobs:
 
     def _jobs(self, task: str, seed: int, cands) -> list:
         """One job per branch depth: its teacher(s) and their students (candidates come ordered by k)."""
-        from .parallel import TRIALS, Job
-
         return [Job(TRIALS, task, seed, tuple(group), self._cost(task, tuple(group)))
                 for _, group in groupby(cands, key=lambda c: c[0])]
 
@@ -84,8 +83,6 @@ class TaskJobs:
         opts = self.task_opts[task]
         if self.pool is None:
             return full_result(self.bb, self.prep(task), opts, seed, self.log)
-        from .parallel import FULL, Job
-
         result, remote = self.pool.result(Job(FULL, task, seed))
         self.log(f"  [{task} seed {seed}] full fine-tuning val {result['val']:.2f}" + (" (worker)" if remote else ""))
         return result
@@ -98,8 +95,6 @@ class TaskJobs:
 
     def _local(self, job) -> Any:
         """A job run in this process, on this process's prepared data."""
-        from .parallel import FULL
-
         opts = self.task_opts[job.task]
         if job.kind == FULL:
             return full_result(self.bb, self.prep(job.task), opts, job.seed, log=lambda _msg: None)
@@ -126,8 +121,6 @@ class TaskJobs:
         return rows * (sum(n for _, n in teachers) * opts.epochs + sum(m for _, _, m in cands) * student_epochs)
 
     def _start_pool(self, workers: int) -> None:
-        from .parallel import FULL, Job, JobPool, passive_threads_in_this_process
-
         if not passive_threads_in_this_process():
             self.log("note: OMP_WAIT_POLICY is not PASSIVE in this process; its idle threads may spin against the "
                      "workers' (python -m training sets it with --jobs)")
