@@ -169,7 +169,17 @@ def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
     inproc = inprocess_parts(built_repo.repo, inputs=24, batch_size=8)
     assert set(inproc) == {"tokenizer", "trunk"} | heads and all(v > 0 for v in inproc.values())
     table = render(srv, inproc)
-    assert "| trunk |" in table and "**total**" in table
+    assert "| trunk |" in table and "**total**" in table and "if every step did" in table
+
+
+def test_ceilings_price_steps_at_their_in_process_cost():
+    from loadtest.breakdown import ceilings
+
+    served = {"triton": 1.0, "trunk": 4.0, "head_a": 2.0, "tokenizer": 1.0}
+    inproc = {"trunk": 3.0, "head_a": 0.5, "tokenizer": 0.5}
+    c = ceilings(served, inproc)
+    assert c == {"measured": 0.5, "steps_in_process_but_trunk": round(4 / 6, 3), "every_step_in_process": 0.8}
+    assert ceilings(served, inproc, keep=("trunk", "head_a"))["steps_in_process_but_trunk_head_a"] == round(4 / 7.5, 3)
 
 
 @pytest.mark.server
