@@ -18,13 +18,27 @@ _CONNECTION_WORDS = (
 )
 
 
+def is_restricted_error(exc: BaseException) -> bool:
+    """True when Triton refused an API that ``--http-restricted-api`` / ``--grpc-restricted-protocol`` locks.
+
+    HTTP answers ``[403] This API is restricted, expecting header ...``; gRPC answers with an
+    UNAVAILABLE status and ``This protocol is restricted, expecting header ...``, which must not
+    be mistaken for an unreachable server.
+    """
+    text = str(exc).lower()
+    return "restricted" in text and "expecting header" in text
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` means "the server could not be reached", whichever protocol raised it.
 
     tritonclient's HTTP side raises socket errors, its gRPC side ``InferenceServerException``
     with an UNAVAILABLE status; both the client CLI and the hot-swap tools map these to
-    "server unreachable" rather than a server-side error.
+    "server unreachable" rather than a server-side error. A restricted API also comes back
+    UNAVAILABLE over gRPC; that is a refusal, not a connection error.
     """
+    if is_restricted_error(exc):
+        return False
     text = f"{type(exc).__name__} {exc}".lower()
     return isinstance(exc, (ConnectionError, OSError)) or any(s in text for s in _CONNECTION_WORDS)
 
@@ -67,11 +81,30 @@ class Transport:
         return bool(self.client.is_server_live())
 
     def ready_models(self) -> list[str]:
-        if self.protocol == "http":
-            index = self.client.get_model_repository_index()
-        else:
-            index = self.client.get_model_repository_index(as_json=True).get("models", [])
+        """Names of the ready models.
+
+        The repository index says so directly, but a server that guards hot-add with an admin
+        key restricts that API (README, "Ship a new task"), and inference must not need the
+        key. Triton's statistics API lists exactly the loaded models and stays open, so it
+        answers when the index is refused.
+        """
+        try:
+            if self.protocol == "http":
+                index = self.client.get_model_repository_index()
+            else:
+                index = self.client.get_model_repository_index(as_json=True).get("models", [])
+        except Exception as exc:
+            if not is_restricted_error(exc):
+                raise
+            return self._loaded_models()
         return sorted({m["name"] for m in index if m.get("state") == "READY"})
+
+    def _loaded_models(self) -> list[str]:
+        if self.protocol == "http":
+            stats = self.client.get_inference_statistics()
+        else:
+            stats = self.client.get_inference_statistics(as_json=True)
+        return sorted({m["name"] for m in stats.get("model_stats", [])})
 
     def output_shapes(self, model: str) -> dict[str, list[int]]:
         if self.protocol == "http":

@@ -78,3 +78,14 @@ def test_too_long_text_is_truncated_and_said(server):
 def test_server_unreachable(protocol):
     p = run_cli("infer", "--url", f"localhost:{free_port()}", "--protocol", protocol, "--task", "sst2", "x", "--timeout", "5")
     assert p.returncode == 3 and "cannot reach Triton" in p.stderr
+
+
+def test_a_restricted_api_is_a_refusal_not_an_unreachable_server():
+    from client.transport import is_connection_error, is_restricted_error
+
+    grpc_refusal = Exception("[StatusCode.UNAVAILABLE] This protocol is restricted, expecting header 'triton-grpc-protocol-x-k'")
+    http_refusal = Exception("[403] This API is restricted, expecting header 'x-k'")
+    down = Exception("[StatusCode.UNAVAILABLE] failed to connect to all addresses")
+    assert is_restricted_error(grpc_refusal) and is_restricted_error(http_refusal) and not is_restricted_error(down)
+    assert not is_connection_error(grpc_refusal) and not is_connection_error(http_refusal)
+    assert is_connection_error(down) and is_connection_error(ConnectionRefusedError())

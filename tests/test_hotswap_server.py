@@ -21,6 +21,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from client.api import TrunkserveClient, UnknownTask
 from export.hotswap import (
     AccessDenied,
     CanaryFailed,
@@ -304,6 +305,15 @@ def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads)
     gctl = ServerControl(srv.grpc_url, protocol="grpc", admin_key=KEY)
     assert gctl.states()["trunk"] == "READY"
     gctl.close()
+    # the project's client needs no key for inference: the index is refused, statistics list the tasks
+    for protocol, url in (("http", srv.http_url), ("grpc", srv.grpc_url)):
+        tc = TrunkserveClient(url, protocol=protocol)
+        assert {"sst2", "multitask"} <= set(tc.tasks())
+        assert tc.infer("sst2", TEXTS, PAIRS)[0]["label"] in {"negative", "positive"}
+        assert set(tc.infer("multitask", TEXTS, PAIRS)[1]["results"]) >= {"sst2"}
+        with pytest.raises(UnknownTask, match="served tasks: .*sst2"):
+            tc.infer("no_such_task", TEXTS)
+        tc.close()
     # the CLI: key from the environment works, none is refused with exit 2
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TRUNKSERVE_ADMIN_KEY", None)
