@@ -120,6 +120,36 @@ def test_custom_csv_and_jsonl(tmp_path):
         load_custom_task("bad", write(tmp_path / "b.csv", "sentence,label\nx,1\n"))
 
 
+def test_custom_rows_that_would_train_on_garbage_are_refused(tmp_path):
+    def jsonl(name, rows):
+        return write(tmp_path / name, "\n".join(json.dumps(r) for r in rows) + "\n")
+
+    good = [{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]
+    cases = {
+        "null label": ([*good, {"text": "c", "label": None}], "row 3: label is None"),
+        "empty label": ([*good, {"text": "c", "label": " "}], "row 3: label is ' '"),
+        "infinite label": ([{"text": "a", "label": 1.5}, {"text": "b", "label": float("inf")}], "row 2: label is inf"),
+        "nan label string": ([{"text": "a", "label": "2.5"}, {"text": "b", "label": "nan"}], "row 2: label is 'nan'"),
+        "null text": ([*good, {"text": None, "label": "pos"}], "row 3: text is NoneType"),
+        "number text": ([*good, {"text": 5, "label": "pos"}], "row 3: text is int 5"),
+        "object pair": ([*good, {"text": "c", "text_pair": {"a": 1}, "label": "pos"}], "row 3: text_pair is dict"),
+        "empty text": ([*good, {"text": "  ", "label": "pos"}], "row 3: text is empty"),
+    }
+    for name, (rows, message) in cases.items():
+        with pytest.raises(DataError, match=message.replace("(", r"\(")):
+            load_custom_task("t", jsonl(name.replace(" ", "_") + ".jsonl", rows))
+    short = write(tmp_path / "short.csv", "text,label\nhello,pos\nbye\n")
+    with pytest.raises(DataError, match="row 2: label is None"):
+        load_custom_task("t", short)
+
+
+def test_custom_integer_labels_are_one_class_per_value(tmp_path):
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": "1.0"}, {"text": "c", "label": "1"}, {"text": "d", "label": 0}]
+    js = write(tmp_path / "ints.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    t = load_custom_task("t", js, dev=js)
+    assert t.labels == ["0", "1"] and [e.label for e in t.train] == [1, 1, 1, 0]
+
+
 def test_custom_spec_parsing():
     name, c = CustomTask.parse("reviews=a.csv,b.csv:regression")
     assert (name, c.train, c.dev, c.task_type) == ("reviews", "a.csv", "b.csv", "regression")

@@ -135,6 +135,36 @@ def test_candidates_respect_trunk_depths():
         candidates(HeadOptions(depths=(2, 4), branch_layer=3), 6)
     with pytest.raises(PipelineError):
         candidates(HeadOptions(depths=(5,), student_layers=2), 6)
+    with pytest.raises(PipelineError, match="--teacher-layers 9: above branch depth 3 the backbone has 3"):
+        candidates(HeadOptions(depths=(3,), teacher_layers=9), 6)
+
+
+def test_run_options_that_would_train_nothing_or_the_wrong_rows_are_refused(capsys):
+    from training.__main__ import main
+    from training.pipeline import check_run_options
+
+    check_run_options(["sst2", "mrpc"], {"sst2": 100}, {"seeds": (0,)})  # fine
+    bad = {
+        "no tasks": ([], None, {}),
+        "not in --tasks": (["sst2"], {"sst": 100}, {}),
+        "positive number of rows": (["sst2"], -5, {}),
+        "no seeds": (["sst2"], None, {"seeds": ()}),
+        "batch_size must be at least 1": (["sst2"], None, {"batch_size": 0}),
+        "max_length must be at least 1": (["sst2"], None, {"max_length": 0}),
+    }
+    for message, (tasks, caps, opts) in bad.items():
+        with pytest.raises(PipelineError, match=message):
+            check_run_options(tasks, caps, opts)
+    for argv, message in (
+        (["--tasks", ""], "no tasks"),
+        (["--tasks", "sst2", "--seeds", ""], "no seeds"),
+        (["--tasks", "sst2", "--max-train", "sst=100"], "not in --tasks"),
+    ):
+        assert main(["train-heads", *argv, "--out", "/nonexistent/never-written"]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train-heads", "--tasks", "sst2", "--max-train", "sst2=5,foo"])
+    assert exc.value.code == 2 and "--max-train takes N or task=N" in capsys.readouterr().err
 
 
 @needs_glue

@@ -20,12 +20,15 @@ def _ints(s: str) -> tuple[int, ...]:
 
 
 def _caps(s: str | None):
-    """``N`` for every task, or ``task=N,task=N``."""
+    """``N`` for every task, or ``task=N,task=N`` (checked against --tasks by ``check_run_options``)."""
     if s is None:
         return None
-    if "=" in s:
-        return {k: int(v) for k, v in (p.split("=") for p in s.split(","))}
-    return int(s)
+    try:
+        if "=" in s:
+            return {k.strip(): int(v) for k, v in (p.split("=") for p in s.split(",") if p.strip())}
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-train takes N or task=N,task=N, got {s!r}") from None
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -33,7 +36,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--glue-dir", default=None, help="GLUE folder (default: $GLUE_DIR, else <repo>/../shared/glue)")
     p.add_argument("--custom", action="append", default=[], metavar="NAME=TRAIN[,DEV][:TYPE]",
                    help="a custom task from CSV/JSONL (columns text, text_pair, label); repeatable")
-    p.add_argument("--max-train", default=None, help="cap on training rows: N, or task=N,task=N")
+    p.add_argument("--max-train", type=_caps, default=None, help="cap on training rows: N, or task=N,task=N")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--student-epochs", type=float, default=None)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -71,7 +74,7 @@ def options(a) -> dict:
     from .pipeline import CustomTask
 
     opts = dict(
-        glue_dir=a.glue_dir, max_train=_caps(a.max_train), epochs=a.epochs, student_epochs=a.student_epochs,
+        glue_dir=a.glue_dir, max_train=a.max_train, epochs=a.epochs, student_epochs=a.student_epochs,
         lr=a.lr, full_lr=a.full_lr, batch_size=a.batch_size, seeds=a.seeds, branch_layer=a.branch_layer,
         teacher_layers=a.teacher_layers, student_layers=a.student_layers, search=a.search,
         search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers,

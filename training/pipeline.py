@@ -215,7 +215,10 @@ def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int
             raise PipelineError(f"branch depth {k} leaves no layer to fine-tune (backbone has {num_hidden_layers})")
         top = num_hidden_layers - k
         if opts.teacher_layers is not None:
-            ns = [min(opts.teacher_layers, top)]
+            if not 1 <= opts.teacher_layers <= top:
+                raise PipelineError(f"--teacher-layers {opts.teacher_layers}: above branch depth {k} the backbone has "
+                                    f"{top} layer(s) to fine-tune")
+            ns = [opts.teacher_layers]
         elif opts.search_teacher_layers:
             ns = list(range(max(1, min(ms)), top + 1))
         else:
@@ -528,6 +531,28 @@ def _train_tasks(jobs: "TaskJobs", out, teachers_out, layer_budget, on_task_done
     return results
 
 
+def check_run_options(tasks: Sequence[str], max_train, options: dict) -> None:
+    """Refuse, before any training, what would otherwise train nothing, the wrong rows or crash later.
+
+    Why here and not in the CLI: the library is what the CLI, the report and
+    the tests call, so a bad value gets the same clear error from all of them.
+    """
+    if not tasks:
+        raise PipelineError("no tasks given (e.g. --tasks sst2,mrpc)")
+    caps = max_train if isinstance(max_train, dict) else {t: max_train for t in tasks}
+    stray = sorted(set(caps) - set(tasks))
+    if stray:
+        raise PipelineError(f"--max-train names task(s) {', '.join(stray)} that are not in --tasks ({', '.join(tasks)})")
+    for task, n in caps.items():
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise PipelineError(f"--max-train for {task} must be a positive number of rows, got {n!r}")
+    if "seeds" in options and not tuple(options["seeds"]):
+        raise PipelineError("no seeds given (e.g. --seeds 0,1,2)")
+    for key in ("batch_size", "max_length", "student_layers"):
+        if key in options and options[key] is not None and int(options[key]) < 1:
+            raise PipelineError(f"{key} must be at least 1, got {options[key]}")
+
+
 def train_heads(
     tasks: Sequence[str] | str,
     glue_dir: str | Path | None = None,
@@ -560,6 +585,7 @@ def train_heads(
     teachers_out = Path(teachers_out) if teachers_out else out.parent / "teachers"
     glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
     custom = {k: (v if isinstance(v, CustomTask) else CustomTask(**v) if isinstance(v, dict) else CustomTask(v)) for k, v in (custom or {}).items()}
+    check_run_options(tasks, max_train, options)
     bb = load_backbone(backbone)
     unknown = set(options) - set(HeadOptions.__dataclass_fields__)
     if unknown:

@@ -25,7 +25,7 @@ from trunkserve.modules import Trunk
 
 from .cache import HiddenStateCache
 from .loop import FitConfig, bf16_supported
-from .pipeline import HeadOptions, merged_layers, prepare, train_tasks
+from .pipeline import HeadOptions, check_run_options, merged_layers, prepare, train_tasks
 from .teacher import train_teacher
 
 SMALL_TASKS = ("cola", "mrpc", "stsb", "rte")
@@ -301,6 +301,7 @@ def run_report(
     t0 = time.perf_counter()
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    check_run_options(tasks, max_train, {**options, "seeds": small_seeds})
     glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
     bb = load_backbone(backbone)
     out = Path(out)

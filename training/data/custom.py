@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 
@@ -37,12 +38,38 @@ def read_rows(path: str | Path) -> list[dict]:
     for n, row in enumerate(rows):
         if not isinstance(row, dict) or "text" not in row or "label" not in row:
             raise DataError(f"{path}: row {n + 1} lacks 'text' or 'label' (columns: text, optional text_pair, label)")
+        check_row(row, f"{path}: row {n + 1}")
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
 
 
+def check_row(row: dict, where: str) -> None:
+    """Refuse what would otherwise be trained on silently: a missing label, a non-string or empty text.
+
+    Why: ``str(None)`` would make a class ``'None'`` and a text ``'None'``; a
+    number or object where text belongs is a broken export, not a sentence.
+    """
+    label = row["label"]
+    if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (dict, list, bool)):
+        raise DataError(f"{where}: label is {label!r}; every row needs a label (a class name or a number)")
+    if isinstance(label, float) and not math.isfinite(label):
+        raise DataError(f"{where}: label is {label!r}; labels must be finite")
+    if isinstance(label, str) and _is_number(label) and not math.isfinite(float(label)):
+        raise DataError(f"{where}: label is {label!r}; labels must be finite")
+    for key in ("text", "text_pair"):
+        value = row.get(key)
+        if key == "text_pair" and value is None:
+            continue
+        if not isinstance(value, str):
+            raise DataError(f"{where}: {key} is {type(value).__name__} {value!r}, not a string")
+        if key == "text" and not value.strip():
+            raise DataError(f"{where}: text is empty")
+
+
 def _is_number(v) -> bool:
+    if isinstance(v, bool):
+        return False
     try:
         float(v)
         return True
@@ -50,17 +77,25 @@ def _is_number(v) -> bool:
         return False
 
 
+def _is_integral(v) -> bool:
+    return _is_number(v) and float(v) == int(float(v))
+
+
 def infer_task_type(raw_labels: list) -> str:
-    if all(_is_number(v) for v in raw_labels) and any(float(v) != int(float(v)) for v in raw_labels):
+    if all(_is_number(v) for v in raw_labels) and not all(_is_integral(v) for v in raw_labels):
         return "regression"
     return "classification"
 
 
+def label_key(v) -> str:
+    """One class name per value: ``1``, ``1.0`` and ``"1"`` are the same class ``"1"`` when every label is an integer."""
+    return str(int(float(v))) if _is_integral(v) else str(v).strip()
+
+
 def label_names(raw_labels: list) -> list[str]:
-    names = {str(v) for v in raw_labels}
-    if all(_is_number(v) and float(v) == int(float(v)) for v in names):
-        return sorted(names, key=lambda v: float(v))
-    return sorted(names)
+    if all(_is_integral(v) for v in raw_labels):
+        return [str(i) for i in sorted({int(float(v)) for v in raw_labels})]
+    return sorted({str(v).strip() for v in raw_labels})
 
 
 def load_custom_task(
@@ -86,7 +121,8 @@ def load_custom_task(
         if len(labels) < 2:
             raise DataError(f"custom task {name!r}: a classification needs at least 2 distinct labels, got {labels}")
         index = {v: i for i, v in enumerate(labels)}
-        conv = lambda v: index[str(v)]  # noqa: E731
+        integral = all(_is_integral(v) for v in raw)
+        conv = lambda v: index[label_key(v) if integral else str(v).strip()]  # noqa: E731
     else:
         raise DataError(f"custom task {name!r}: task_type must be classification or regression")
 
