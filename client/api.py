@@ -75,7 +75,10 @@ class TrunkserveClient:
     """``infer(task, texts, pairs)`` against a running trunkserve deployment."""
 
     def __init__(self, url: str | None = None, protocol: str = "http", timeout_s: float = 30.0):
-        self.transport = Transport(protocol, url, timeout_s)
+        try:
+            self.transport = Transport(protocol, url, timeout_s)
+        except ValueError as exc:  # a malformed URL or protocol, said before any call
+            raise InvalidInput(str(exc)) from exc
         self._layouts: dict[str, list[_TaskOutputs]] = {}
 
     @property

@@ -53,8 +53,13 @@ def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
             raise InvalidInput(f"{path}:{n}: not JSON ({exc})") from exc
         if not isinstance(row, dict) or "text" not in row:
             raise InvalidInput(f"{path}:{n}: expected an object with a 'text' field")
-        texts.append(str(row["text"]))
-        pairs.append(str(row.get("text_pair") or ""))
+        text, pair = row["text"], row.get("text_pair")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput(f"{path}:{n}: 'text' must be a non-empty string, got {text!r}")
+        if pair is not None and not isinstance(pair, str):
+            raise InvalidInput(f"{path}:{n}: 'text_pair' must be a string, got {pair!r}")
+        texts.append(text)
+        pairs.append(pair or "")
     if not texts:
         raise InvalidInput(f"{path}: no inputs")
     return texts, pairs

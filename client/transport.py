@@ -64,6 +64,9 @@ class Transport:
             raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
         self.protocol = protocol
         self.url = url or DEFAULT_URLS[protocol]
+        host, colon, port = self.url.rpartition(":")
+        if "://" in self.url or (colon and (not host or not port.isdigit())):
+            raise ValueError(f"--url must be host:port (e.g. {DEFAULT_URLS[protocol]}), got {self.url!r}")
         self.timeout_s = timeout_s
         if protocol == "http":
             import tritonclient.http as mod

@@ -89,3 +89,22 @@ def test_a_restricted_api_is_a_refusal_not_an_unreachable_server():
     assert is_restricted_error(grpc_refusal) and is_restricted_error(http_refusal) and not is_restricted_error(down)
     assert not is_connection_error(grpc_refusal) and not is_connection_error(http_refusal)
     assert is_connection_error(down) and is_connection_error(ConnectionRefusedError())
+
+
+def test_jsonl_rows_that_are_not_text_are_refused_with_their_line(tmp_path):
+    f = tmp_path / "in.jsonl"
+    for line, message in (
+        ('{"text": 5}', "in.jsonl:2: 'text' must be a non-empty string, got 5"),
+        ('{"text": null}', "in.jsonl:2: 'text' must be a non-empty string, got None"),
+        ('{"text": "ok", "text_pair": 7}', "in.jsonl:2: 'text_pair' must be a string, got 7"),
+    ):
+        f.write_text('{"text": "fine"}\n' + line + "\n")
+        # the file is read before any call, so no server is needed; the port is closed
+        p = run_cli("infer", "--url", f"localhost:{free_port()}", "--task", "sst2", "--file", str(f))
+        assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("url", ["not a url:::", "http://localhost:8000", "localhost:port"])
+def test_a_malformed_url_is_bad_input_without_a_traceback(url):
+    p = run_cli("tasks", "--url", url)
+    assert p.returncode == 2 and "--url must be host:port" in p.stderr and "Traceback" not in p.stderr
