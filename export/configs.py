@@ -17,6 +17,8 @@ from tritonclient.grpc import model_config_pb2
 
 from trunkserve.specs import GraphSpec, TensorSpec
 
+from .errors import RepositoryError
+
 PYTHON_ORT = "python-onnxruntime"
 ONNXRUNTIME = "onnxruntime"
 TENSORRT = "tensorrt"
@@ -201,4 +203,9 @@ def write_config(folder: str | Path, config: model_config_pb2.ModelConfig) -> Pa
 
 
 def read_config(folder: str | Path) -> model_config_pb2.ModelConfig:
-    return parse_pbtxt((Path(folder) / "config.pbtxt").read_text())
+    """A model's ``config.pbtxt``; a file Triton could not parse either is a ``RepositoryError`` naming it."""
+    path = Path(folder) / "config.pbtxt"
+    try:
+        return parse_pbtxt(path.read_text())
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{path} is not a valid model configuration: {exc}") from None

@@ -167,12 +167,30 @@ class ServerControl:
                 raise ServerUnavailable(f"{what}: cannot reach Triton at {self.url} ({text.strip()})") from exc
             raise HotswapError(f"{what}: Triton said: {text.strip()}") from exc
 
+    #: A model name no repository holds: unloading it is a no-op in explicit mode and refused in any other.
+    PROBE = "__trunkserve_probe__"
+
     def check(self) -> None:
-        """Reachable, live, and the repository API accepts our key (before touching anything)."""
+        """Reachable, live, the repository API accepts our key, and models may be loaded (before touching anything).
+
+        A server in the default or polling mode refuses every load and unload;
+        finding that out at the first load would leave a half-applied change to
+        roll back, so a harmless unload of a name no repository holds asks first.
+        """
         live = self._call("is the server live", self.client.is_server_live)
         if not live:
             raise ServerUnavailable(f"Triton at {self.url} is not live")
         self.index()
+        try:
+            self._call("check that models can be loaded", self.client.unload_model, self.PROBE, headers=self.headers)
+        except (ServerUnavailable, HotswapError) as exc:  # gRPC says UNAVAILABLE for this refusal
+            if "not allowed" not in str(exc):
+                raise
+            raise HotswapError(
+                f"Triton at {self.url} does not take model loads ({exc}): start it with "
+                "--model-control-mode=explicit --load-model='*' to change a running server, or leave out --url "
+                "to change the repository folder only"
+            ) from exc
 
     def index(self) -> list[dict]:
         if self.protocol == "http":
@@ -755,6 +773,8 @@ def remove_head(
 def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[dict]:
     """Heads on disk (versions, the one served) and, with a server, each model's state there."""
     repo = Path(repo)
+    if not repo.is_dir():
+        raise RepositoryError(f"no model repository at {repo}")
     states = server.states() if server is not None else {}
     rows = []
     for e in scan_heads(repo):

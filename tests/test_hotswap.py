@@ -179,6 +179,17 @@ def test_removing_the_last_head_is_refused(repo):
         remove_head("../trunk", repo)
 
 
+def test_listing_a_missing_or_broken_repository_is_a_repository_error(repo, tmp_path):
+    from export.errors import RepositoryError
+    from export.hotswap import list_heads
+
+    with pytest.raises(RepositoryError, match="no model repository at"):
+        list_heads(tmp_path / "nowhere")
+    (repo / "multitask" / "config.pbtxt").write_text("this is { not a config")
+    with pytest.raises(RepositoryError, match="multitask/config.pbtxt is not a valid model configuration"):
+        list_heads(repo)
+
+
 def test_second_operation_waits_then_fails_clearly_on_a_held_lock(repo, new_heads):
     before = tree_digest(repo)
     with RepositoryLock(repo, "add-head someone-else"):

@@ -26,6 +26,7 @@ from export.hotswap import (
     AccessDenied,
     CanaryFailed,
     HeadRejected,
+    HotswapError,
     ServerControl,
     ServerUnavailable,
     add_head,
@@ -323,3 +324,21 @@ def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads)
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, TRUNKSERVE_ADMIN_KEY=KEY), timeout=300)
     assert p.returncode == 0 and "READY" in p.stdout
     trunk_unchanged(srv, client)
+
+
+def test_a_server_that_refuses_model_loads_is_said_before_anything_changes(built_repo, new_heads, tmp_path):
+    """Default model-control mode: Triton refuses every load, so hot-add must stop at the check, not mid-change."""
+    repo = tmp_path / "model_repository"
+    shutil.copytree(built_repo.repo, repo)
+    files = tree_digest(repo)
+    with TritonProcess(repo, tmp_path / "tritonserver.log") as plain:
+        for protocol, url in (("http", plain.http_url), ("grpc", plain.grpc_url)):
+            ctl = ServerControl(url, protocol=protocol)
+            with pytest.raises(HotswapError, match="does not take model loads.*--model-control-mode=explicit") as exc:
+                add_head(new_heads["qnli"], repo, ctl)
+            assert "COULD NOT UNDO" not in str(exc.value)
+            ctl.close()
+        assert tree_digest(repo) == files
+        c = httpclient.InferenceServerClient(plain.http_url)
+        assert infer(c, "sst2", TEXTS, ["probabilities"], PAIRS).as_numpy("probabilities").shape == (2, 2)
+        c.close()
