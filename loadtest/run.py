@@ -19,10 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .corpus import load_corpus
 from .errors import LoadTestError
 from .plots import latency_over_time
 from .records import Record, WindowStats, read_records, window_stats
 from .shapes import parse_stages, stage_windows
+from .traffic import Traffic, parse_mix
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = {"http": "TritonHttpUser", "grpc": "TritonGrpcUser"}
@@ -44,9 +46,21 @@ class LoadSpec:
     stop_failure_ratio: float = 0.0
 
     def __post_init__(self):
+        """Fail here, before a server starts or Locust fires, on anything Locust would only trip over later."""
         if self.protocol not in USER_CLASSES:
             raise LoadTestError(f"protocol must be one of {sorted(USER_CLASSES)}")
-        parse_stages(self.stages)  # fail early on a bad spec
+        stages = parse_stages(self.stages)  # fail early on a bad spec
+        if not stages and (self.users < 1 or self.duration_s <= 0):
+            raise LoadTestError(f"need at least 1 user and a positive duration (got {self.users} users, {self.duration_s} s)")
+        if self.spawn_rate <= 0:
+            raise LoadTestError(f"spawn rate must be > 0, got {self.spawn_rate}")
+        for item in filter(None, (x.strip() for x in self.mix.split(","))):
+            if "=" in item:
+                raise LoadTestError(f"mix items are name:weight (e.g. sst2:3,mrpc:1), got {item!r}")
+        self.traffic()  # weights and request batch size
+
+    def traffic(self) -> Traffic:
+        return Traffic(self.ensemble or "multitask", parse_mix(self.mix), self.batch_size)
 
     @property
     def total_s(self) -> float:
@@ -79,7 +93,31 @@ class LocustRun:
     log: str
 
 
-def run_locust(spec: LoadSpec, http_url: str, grpc_url: str, out_dir: str | Path) -> LocustRun:
+def preflight(spec: LoadSpec, http_url: str) -> None:
+    """The corpus reads and every ensemble the traffic names is ready, before a single request is timed.
+
+    Why: Locust runs in a child process, so a missing corpus only showed as "no
+    requests were made", and an unknown ensemble as thousands of 404s.
+    """
+    import tritonclient.http as httpclient
+
+    load_corpus(spec.corpus or None)
+    client = httpclient.InferenceServerClient(http_url.split("://")[-1], connection_timeout=10.0, network_timeout=10.0)
+    try:
+        missing = [m for m in spec.traffic().models if not client.is_model_ready(m)]
+    except Exception as exc:
+        raise LoadTestError(f"cannot reach Triton at {http_url} ({exc})") from exc
+    finally:
+        client.close()
+    if missing:
+        raise LoadTestError(f"not served (or not ready) at {http_url}: {', '.join(missing)}; "
+                            "pick a served task or multitask (python -m client tasks)")
+
+
+def run_locust(spec: LoadSpec, http_url: str, grpc_url: str, out_dir: str | Path, check: bool = True) -> LocustRun:
+    """Locust headless in a child process; ``check=False`` skips ``preflight`` (to test Locust's own failure handling)."""
+    if check:
+        preflight(spec, http_url)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record_file = out / "records.jsonl"
@@ -199,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--corpus", default="")
     p.add_argument("--stop-failure-ratio", type=float, default=0.0)
     args = p.parse_args(argv)
+    from trunkserve.server import ServerStartError
+
     try:
         spec = LoadSpec(args.users, args.spawn_rate, args.duration, args.stages, args.protocol, args.ensemble,
                         args.mix, args.request_batch_size, args.corpus, args.stop_failure_ratio)
@@ -208,7 +248,7 @@ def main(argv=None) -> int:
             run = run_locust(spec, args.url, args.grpc_url or args.url, args.out)
             summary = summarise(run.records, spec)
             write_summary(summary, run.records, args.out)
-    except (LoadTestError, OSError) as exc:
+    except (LoadTestError, ServerStartError, OSError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(markdown(summary))

@@ -125,11 +125,36 @@ def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
     from loadtest.run import LoadSpec, run_locust, summarise
 
     spec = LoadSpec(duration_s=20, users=1, ensemble="no_such_task", stop_failure_ratio=0.2)
-    run = run_locust(spec, server.http_url, server.grpc_url, tmp_path)
+    with pytest.raises(LoadTestError, match="not served .*no_such_task"):  # the runner checks first
+        run_locust(spec, server.http_url, server.grpc_url, tmp_path)
+    assert not (tmp_path / "records.jsonl").exists()
+    run = run_locust(spec, server.http_url, server.grpc_url, tmp_path, check=False)  # Locust on its own
     s = summarise(run.records, spec)
     assert s.overall.failures == s.overall.requests > 0
     assert run.returncode == 3  # stopped by the failure-ratio watcher, long before 20 s
     assert max(r.start for r in run.records) - min(r.start for r in run.records) < 10
+
+
+def test_a_bad_load_spec_fails_before_any_server_or_request(tmp_path, capsys):
+    from loadtest.run import LoadSpec, main, preflight
+    from trunkserve.server import free_port
+
+    for kwargs, message in (
+        ({"users": 0}, "at least 1 user"),
+        ({"duration_s": 0}, "positive duration"),
+        ({"spawn_rate": 0}, "spawn rate"),
+        ({"mix": "sst2=1"}, "name:weight"),
+        ({"mix": "sst2:-1"}, "must be > 0"),
+        ({"batch_size": 0}, "batch size"),
+    ):
+        with pytest.raises(LoadTestError, match=message):
+            LoadSpec(**kwargs)
+    with pytest.raises(CorpusError, match="does not exist"):
+        preflight(LoadSpec(corpus=str(tmp_path / "none.tsv")), "localhost:1")
+    with pytest.raises(LoadTestError, match="cannot reach Triton"):
+        preflight(LoadSpec(), f"localhost:{free_port()}")
+    assert main(["--repo", str(tmp_path / "no_repository"), "--duration", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "ServerStartError" in capsys.readouterr().err
 
 
 def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
