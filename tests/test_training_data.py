@@ -141,6 +141,10 @@ def test_custom_rows_that_would_train_on_garbage_are_refused(tmp_path):
     short = write(tmp_path / "short.csv", "text,label\nhello,pos\nbye\n")
     with pytest.raises(DataError, match="row 2: label is None"):
         load_custom_task("t", short)
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("text,label\ncaf\u00e9,pos\nthe,neg\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.csv: not UTF-8 text"):
+        load_custom_task("t", latin1)
 
 
 def test_custom_integer_labels_are_one_class_per_value(tmp_path):

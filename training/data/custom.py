@@ -22,6 +22,20 @@ def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"custom task file missing: {path}")
+    try:
+        rows = _parse_rows(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or "text" not in row or "label" not in row:
+            raise DataError(f"{path}: row {n + 1} lacks 'text' or 'label' (columns: text, optional text_pair, label)")
+        check_row(row, f"{path}: row {n + 1}")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _parse_rows(path: Path) -> list:
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines()):
@@ -35,12 +49,6 @@ def read_rows(path: str | Path) -> list[dict]:
             rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     else:
         raise DataError(f"{path}: custom tasks must be .csv, .tsv or .jsonl")
-    for n, row in enumerate(rows):
-        if not isinstance(row, dict) or "text" not in row or "label" not in row:
-            raise DataError(f"{path}: row {n + 1} lacks 'text' or 'label' (columns: text, optional text_pair, label)")
-        check_row(row, f"{path}: row {n + 1}")
-    if not rows:
-        raise DataError(f"{path}: no rows")
     return rows
 
 
