@@ -16,6 +16,8 @@ def parse_mix(text: str | None) -> dict[str, float]:
     """``"sst2:3,mrpc:1"`` -> ``{"sst2": 3.0, "mrpc": 1.0}`` (weight defaults to 1)."""
     mix: dict[str, float] = {}
     for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        if "=" in item:  # a common slip; the name would otherwise be taken as 'sst2=3' and 404 on every request
+            raise LoadTestError(f"mix items are name:weight (e.g. sst2:3,mrpc:1), got {item!r}")
         name, _, w = item.partition(":")
         try:
             weight = float(w) if w else 1.0
