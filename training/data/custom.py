@@ -14,6 +14,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Callable
 
 from .types import DataError, Example, TaskData
 
@@ -59,7 +60,7 @@ def check_row(row: dict, where: str) -> None:
     number or object where text belongs is a broken export, not a sentence.
     """
     label = row["label"]
-    if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (dict, list, bool)):
+    if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (dict, list)):
         raise DataError(f"{where}: label is {label!r}; every row needs a label (a class name or a number)")
     if isinstance(label, float) and not math.isfinite(label):
         raise DataError(f"{where}: label is {label!r}; labels must be finite")
@@ -95,15 +96,17 @@ def infer_task_type(raw_labels: list) -> str:
     return "classification"
 
 
-def label_key(v) -> str:
-    """One class name per value: ``1``, ``1.0`` and ``"1"`` are the same class ``"1"`` when every label is an integer."""
-    return str(int(float(v))) if _is_integral(v) else str(v).strip()
+def class_key(raw_labels: list) -> Callable[[object], str]:
+    """Label value -> class name: ``1``, ``1.0`` and ``"1"`` are one class ``"1"`` when every label is an integer."""
+    if all(_is_integral(v) for v in raw_labels):
+        return lambda v: str(int(float(v)))
+    return lambda v: str(v).strip()
 
 
 def label_names(raw_labels: list) -> list[str]:
-    if all(_is_integral(v) for v in raw_labels):
-        return [str(i) for i in sorted({int(float(v)) for v in raw_labels})]
-    return sorted({str(v).strip() for v in raw_labels})
+    """Class names in a stable order: numeric when every label is an integer, else sorted strings."""
+    names = {class_key(raw_labels)(v) for v in raw_labels}
+    return sorted(names, key=int) if all(_is_integral(v) for v in raw_labels) else sorted(names)
 
 
 def load_custom_task(
@@ -128,9 +131,8 @@ def load_custom_task(
         labels = label_names(raw)
         if len(labels) < 2:
             raise DataError(f"custom task {name!r}: a classification needs at least 2 distinct labels, got {labels}")
-        index = {v: i for i, v in enumerate(labels)}
-        integral = all(_is_integral(v) for v in raw)
-        conv = lambda v: index[label_key(v) if integral else str(v).strip()]  # noqa: E731
+        index, key = {v: i for i, v in enumerate(labels)}, class_key(raw)
+        conv = lambda v: index[key(v)]  # noqa: E731
     else:
         raise DataError(f"custom task {name!r}: task_type must be classification or regression")
 
