@@ -71,6 +71,12 @@ class _TaskOutputs:
         }
 
 
+def _status(exc: BaseException) -> str:
+    """tritonclient's status of a failed call ("400" over HTTP, "StatusCode.INVALID_ARGUMENT" over gRPC), or ""."""
+    status = getattr(exc, "status", None)
+    return str(status() or "") if callable(status) else ""
+
+
 class TrunkserveClient:
     """``infer(task, texts, pairs)`` against a running trunkserve deployment."""
 
@@ -91,6 +97,8 @@ class TrunkserveClient:
         except ClientError:
             raise
         except Exception as exc:
+            if _status(exc) in ("400", "StatusCode.INVALID_ARGUMENT"):  # the server says the input is bad
+                raise InvalidInput(str(exc)) from exc
             if is_connection_error(exc):
                 raise ServerUnreachable(
                     f"cannot reach Triton at {self.url} over {self.transport.protocol}: is tritonserver running? ({exc})"

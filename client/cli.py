@@ -7,7 +7,7 @@
 
 Prints one JSON object per input (label, probabilities or score, truncated,
 latency_ms). Errors go to stderr with a distinct exit code: 2 bad input,
-3 server unreachable, 4 unknown task, 5 server-side error.
+3 server unreachable, 4 unknown task, 5 server-side error (input the server refuses as invalid is 2).
 """
 
 from __future__ import annotations

@@ -75,6 +75,13 @@ def test_too_long_text_is_truncated_and_said(server):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_text_the_server_refuses_is_bad_input(server, protocol):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    p = run_cli("infer", "--url", url, "--protocol", protocol, "--task", "sst2", "x" * 100_001)
+    assert p.returncode == 2 and "the limit is 100000" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_server_unreachable(protocol):
     p = run_cli("infer", "--url", f"localhost:{free_port()}", "--protocol", protocol, "--task", "sst2", "x", "--timeout", "5")
     assert p.returncode == 3 and "cannot reach Triton" in p.stderr

@@ -114,8 +114,9 @@ def test_requests_of_different_lengths_share_a_batch(server, client, trunk, toke
 
 
 def test_bad_requests_get_errors_and_server_keeps_serving(client):
-    with pytest.raises(Exception, match="empty"):
+    with pytest.raises(Exception, match="empty") as exc:
         infer(client, "sst2", ["   "], ["probabilities"])
+    assert exc.value.status() == "400"  # the client's fault (INVALID_ARG), not a server error
     bad = httpclient.InferInput("input_ids", [1, 4], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
     with pytest.raises(Exception, match="(?i)data.?type|datatype|expected"):

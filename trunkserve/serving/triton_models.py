@@ -73,6 +73,10 @@ class TokenizerModel:
             buckets=buckets,
         )
 
+    def _invalid(self, message: str):
+        code = getattr(self.pb.TritonError, "INVALID_ARG", None)  # error codes: Python backend 23.09 and later
+        return self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
+
     def execute(self, requests):
         pb = self.pb
         responses = []
@@ -84,8 +88,8 @@ class TokenizerModel:
                     pb.get_input_tensor_by_name(request, "text").as_numpy(),
                     None if pair is None else pair.as_numpy(),
                 )
-            except TextInputError as exc:
-                responses.append(pb.InferenceResponse(error=pb.TritonError(str(exc))))
+            except TextInputError as exc:  # the client's fault: 400 / INVALID_ARGUMENT, not 500
+                responses.append(pb.InferenceResponse(error=self._invalid(str(exc))))
                 continue
             responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
         return responses
