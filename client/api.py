@@ -139,7 +139,7 @@ class TrunkserveClient:
             raise InvalidInput(f"{len(texts)} texts but {len(pairs)} pair texts")
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
-                raise InvalidInput(f"text {i} is empty")
+                raise InvalidInput(f"text {i + 1} of {len(texts)} is empty")
         layout = self._layout(task)
         inputs = {
             "text": np.array([t.encode() for t in texts], dtype=object).reshape(-1, 1),

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("TRUNKSERVE_URL"), help="host:port (default localhost:8000 http / 8001 grpc)")
     common.add_argument("--protocol", choices=("http", "grpc"), default=os.environ.get("TRUNKSERVE_PROTOCOL", "http"))
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    common.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (> 0)")
     sub = p.add_subparsers(dest="command", required=True)
     inf = sub.add_parser("infer", parents=[common], help="predict for texts")
     inf.add_argument("texts", nargs="*", help="input sentences")
@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--batch-size", type=int, default=16, help="texts per request for --file")
     sub.add_parser("tasks", parents=[common], help="list served tasks")
     return p
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def read_jsonl(path: Path) -> tuple[list[str], list[str]]:

@@ -43,7 +43,13 @@ def test_weights_that_do_not_fit_meta(head_dirs, tmp_path):
     meta = json.loads((bad / "head.json").read_text())
     meta["num_layers"] = 2
     (bad / "head.json").write_text(json.dumps(meta))
-    with pytest.raises(HeadArtifactError, match="do not fit"):
+    with pytest.raises(HeadArtifactError, match="do not fit head.json .*missing: .*layers.1") as exc:
+        load_head(bad)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 600
+    meta["num_layers"] = 1
+    meta["labels"] = ["a", "b", "c"]
+    (bad / "head.json").write_text(json.dumps(meta))
+    with pytest.raises(HeadArtifactError, match=r"of another shape: .*\(2, 384\) instead of \(3, 384\)"):
         load_head(bad)
 
 

@@ -135,12 +135,31 @@ def load_head(folder: str | Path) -> tuple[Head, HeadMeta]:
         state = load_file(str(folder / WEIGHTS))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise HeadArtifactError(f"{folder}: cannot read {WEIGHTS} ({exc})") from exc
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as exc:
-        raise HeadArtifactError(f"{folder}: weights do not fit head.json ({exc})") from exc
+    misfit = weights_misfit(head.state_dict(), state)
+    if misfit:
+        raise HeadArtifactError(f"{folder}: weights do not fit head.json ({misfit})")
+    head.load_state_dict(state)
     head.eval()
     return head, meta
+
+
+def weights_misfit(expected: dict, found: dict, show: int = 3) -> str:
+    """One line saying how ``found`` differs from ``expected`` (names and shapes), or "" when it fits.
+
+    Why not torch's own message: it lists every key, one per line, which buries
+    the cause (e.g. ``num_layers`` says 2 but the file has 1 layer) in a page of text.
+    """
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:show]) + (f" and {len(items) - show} more" if len(items) > show else "")
+
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    shapes = [f"{k} {tuple(found[k].shape)} instead of {tuple(expected[k].shape)}"
+              for k in sorted(set(expected) & set(found)) if tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(missing)} missing: {few(missing)}" if missing else "",
+             f"{len(extra)} unexpected: {few(extra)}" if extra else "",
+             f"{len(shapes)} of another shape: {few(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def read_canary(folder: str | Path) -> dict | None:
