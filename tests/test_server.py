@@ -148,3 +148,44 @@ def test_without_precompiled_shim_the_trunk_would_reload(built_repo, tmp_path):
         assert (repo / "trunk" / "1" / "__pycache__").exists()
         c.load_model("sst2")
         assert load_count(srv.log_text(), "trunk") == 2
+
+
+def test_a_bad_request_fails_alone_not_the_requests_batched_with_it(server, client):
+    """Out-of-range token ids sent straight to the trunk, in the same execution as good requests.
+
+    The dynamic batcher mixes clients; before ``run_isolated`` one bad request failed every
+    request of its execution. Whether they share an execution depends on timing, so rounds
+    are tried until one does (Triton's execution count says so).
+    """
+    def trunk_inputs(ids):
+        arrays = {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                  "token_type_ids": np.zeros((1, len(ids)), dtype=np.int64)}
+        inputs = []
+        for name, value in arrays.items():
+            x = httpclient.InferInput(name, list(value.shape), "INT64")
+            x.set_data_from_numpy(value)
+            inputs.append(x)
+        return inputs
+
+    good, bad = [101] + [2000] * 14 + [102], [101] + [10**7] * 14 + [102]
+    shared = False
+    for _ in range(8):
+        before = execution_counts(client, ["trunk"])["trunk"]
+        concurrent = httpclient.InferenceServerClient(server.http_url, concurrency=4)
+        try:
+            pending = [concurrent.async_infer("trunk", trunk_inputs(ids)) for ids in (good, bad, good, good)]
+            outcomes = []
+            for p in pending:
+                try:
+                    outcomes.append(p.get_result())
+                except Exception as exc:  # the bad one
+                    outcomes.append(exc)
+        finally:
+            concurrent.close()
+        assert isinstance(outcomes[1], Exception)
+        assert all(not isinstance(o, Exception) for i, o in enumerate(outcomes) if i != 1), outcomes
+        shared = execution_counts(client, ["trunk"])["trunk"] - before < len(pending)
+        if shared:
+            break
+    assert shared, "no round put the bad request in an execution with good ones"
+    assert infer(client, "sst2", ["still fine"], ["probabilities"]).as_numpy("probabilities").shape == (1, 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .batching import run_batched
+from .batching import run_isolated
 from .onnx_runtime import GraphRunner, make_session
 from .tokenizer_runtime import TextInputError, encode_request
 
@@ -48,12 +48,13 @@ class OnnxModel:
     def execute(self, requests):
         pb = self.pb
         feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names} for r in requests]
-        try:
-            outputs = run_batched(feeds, self.runner)
-        except Exception as exc:  # report to every client of this batch; keep serving
-            err = pb.TritonError(f"{type(exc).__name__}: {exc}")
-            return [pb.InferenceResponse(error=err) for _ in requests]
-        return [pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]) for out in outputs]
+        responses = []
+        for out in run_isolated(feeds, self.runner):  # a bad request fails alone; its batch-mates are answered
+            if isinstance(out, Exception):
+                responses.append(pb.InferenceResponse(error=pb.TritonError(f"{type(out).__name__}: {out}")))
+            else:
+                responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
+        return responses
 
 
 class TokenizerModel:
