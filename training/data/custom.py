@@ -62,9 +62,7 @@ def check_row(row: dict, where: str) -> None:
     label = row["label"]
     if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (dict, list)):
         raise DataError(f"{where}: label is {label!r}; every row needs a label (a class name or a number)")
-    if isinstance(label, float) and not math.isfinite(label):
-        raise DataError(f"{where}: label is {label!r}; labels must be finite")
-    if isinstance(label, str) and _is_number(label) and not math.isfinite(float(label)):
+    if _is_number(label) and not math.isfinite(float(label)):
         raise DataError(f"{where}: label is {label!r}; labels must be finite")
     for key in ("text", "text_pair"):
         value = row.get(key)
