@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,35 +125,132 @@ def scheme_named(name: str) -> QuantScheme:
     return SCHEMES[name]
 
 
-def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME) -> Path:
-    """A copy of ``repo`` at ``dest`` whose graphs are quantised by ``scheme`` (see ``SCHEMES``).
+class TargetNotEmpty(LoadTestError):
+    """``--into`` holds something this command did not write: replacing it would lose it (``--overwrite`` to insist)."""
 
-    The copy stays open to hot-add and swap (``export.quantised``): it keeps the float32 trunk
-    for checking new heads, records the scheme, and its canaries come from its own graphs.
+
+def earlier_output(dest: Path) -> str:
+    """The scheme recorded by an earlier ``--quantise`` run at ``dest``, or ``""``.
+
+    Why the trunk's config and no marker file of our own: ``mark_quantised`` records the
+    scheme there, only this command writes it, and hot-add or swap on the copy keep it.
     """
-    from export.quantised import keep_float32_trunk, mark_quantised, rederive_canaries, trunk_quantisation
+    from export.errors import ExportError
+    from export.quantised import trunk_quantisation
+
+    try:
+        return trunk_quantisation(dest)
+    except (ExportError, OSError, ValueError):  # no trunk, or not a repository at all
+        return ""
+
+
+def check_target(repo: Path, dest: Path, overwrite: bool = False) -> None:
+    """Refuse a ``dest`` whose replacement would lose data, before anything is written.
+
+    An empty or missing folder, or an earlier output of this command, is replaced; any other
+    content only with ``overwrite``. A target inside the source, or the source inside the
+    target, is refused even then: the copy would recurse, or the swap would delete the source.
+    """
+    repo, dest = repo.resolve(), dest.resolve()
+    if dest == repo:
+        raise LoadTestError(f"--into {dest} is the repository itself: it must differ (the float32 graphs are kept)")
+    if repo in dest.parents:
+        raise LoadTestError(f"--into {dest} is inside the repository {repo}: the copy would contain itself")
+    if dest in repo.parents:
+        raise LoadTestError(f"--into {dest} holds the repository {repo}: replacing it would delete the source")
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if not dest.is_dir() or dest.is_symlink():
+        raise TargetNotEmpty(f"--into {dest} exists and is not a folder: refusing to replace it")
+    if overwrite or not any(dest.iterdir()) or earlier_output(dest):
+        return
+    raise TargetNotEmpty(
+        f"--into {dest} is not empty and is not an earlier output of --quantise (its trunk records no "
+        "quantisation scheme): refusing to replace it; choose another folder, or pass --overwrite to replace it"
+    )
+
+
+def _copy_source(repo: Path, staging: Path) -> None:
+    """Copy ``repo`` into the (empty) staging folder, under the source's lock so no hot-add is copied halfway.
+
+    A read-only source cannot take the lock file, nor a hot-add: it is copied without.
+    """
+    from export.repo_lock import LOCK_FILE, RepositoryLock
+
+    lock = RepositoryLock(repo, "quantise (copying)")
+    try:
+        lock.acquire()
+    except PermissionError:
+        lock = None
+    try:
+        shutil.copytree(repo, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK_FILE))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _quantise_in_place(repo: Path, how: QuantScheme) -> None:
+    """Keep the float32 trunk, quantise the graphs, record the scheme, rederive the canaries."""
+    from export import quantised
     from export.repository import TRUNK
 
-    from .tuning import tune_repository
+    from . import tuning
 
-    how = scheme_named(scheme)  # before anything is written
-    already = trunk_quantisation(repo)
-    if already:  # its trunk is no float32 reference any more
-        raise LoadTestError(f"{repo} is already quantised ({already}): quantise its float32 source instead")
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(repo, dest)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
     try:
-        keep_float32_trunk(dest)
-        tune_repository(dest, fuse=False, quantize=True, per_channel=how.per_channel,
-                        models=(TRUNK,) if how.trunk_only else None, op_types=("MatMul",) if how.matmul_only else None)
+        quantised.keep_float32_trunk(repo)
+        tuning.tune_repository(repo, fuse=False, quantize=True, per_channel=how.per_channel,
+                               models=(TRUNK,) if how.trunk_only else None, op_types=("MatMul",) if how.matmul_only else None)
     finally:
         root.setLevel(level)
-    mark_quantised(dest, how.name)
-    rederive_canaries(dest, how.name)
+    quantised.mark_quantised(repo, how.name)
+    quantised.rederive_canaries(repo, how.name)
+
+
+def _move_into_place(staging: Path, dest: Path) -> None:
+    """Replace ``dest`` by the finished ``staging`` folder; if that fails, put the old ``dest`` back."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f"{staging.name.replace('.staging-', '.old-', 1)}")
+        dest.rename(old)
+    try:
+        staging.rename(dest)
+    except BaseException:
+        if old is not None:
+            old.rename(dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def quantised_copy(repo: Path, dest: Path, scheme: str = DEFAULT_SCHEME, overwrite: bool = False) -> Path:
+    """A copy of ``repo`` at ``dest`` whose graphs are quantised by ``scheme`` (see ``SCHEMES``).
+
+    The copy stays open to hot-add and swap (``export.quantised``): it keeps the float32 trunk
+    for checking new heads, records the scheme, and its canaries come from its own graphs.
+    It is built in a staging folder beside ``dest`` and moved into place only when complete,
+    so a failed run leaves no servable half-copy and ``dest`` as it was. What ``dest`` may
+    already hold: see ``check_target``.
+    """
+    from export.quantised import trunk_quantisation
+
+    how = scheme_named(scheme)  # before anything is written
+    repo, dest = Path(repo).resolve(), Path(dest).resolve()
+    check_target(repo, dest, overwrite)
+    already = trunk_quantisation(repo)
+    if already:  # its trunk is no float32 reference any more
+        raise LoadTestError(f"{repo} is already quantised ({already}): quantise its float32 source instead")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
+    try:
+        _copy_source(repo, staging)
+        _quantise_in_place(staging, how)
+        _move_into_place(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return dest
 
 
@@ -234,12 +332,14 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest.int8", description=__doc__.split("\n")[0])
     p.add_argument("--heads", type=Path, nargs="+", help="trained head folders, or folders of them (the study)")
     p.add_argument("--quantise", type=Path, default=None, metavar="REPO",
                    help="instead of the study: write an int8 copy of this built repository to --into")
     p.add_argument("--into", type=Path, default=None)
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --quantise: replace --into even if it holds something other than an earlier int8 copy")
     p.add_argument("--scheme", default=DEFAULT_SCHEME, choices=list(SCHEMES), help="with --quantise: which graphs, and how")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="the study: comma-separated schemes to compare with float32")
     p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-int8"))
@@ -248,25 +348,31 @@ def main(argv=None) -> int:
     p.add_argument("--speed-s", type=float, default=8.0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", type=Path, default=Path("reports"))
-    a = p.parse_args(argv)
-    if a.quantise:
-        if not a.into:
-            p.error("--quantise needs --into")
-        if a.into.resolve() == a.quantise.resolve():
-            p.error("--into must differ from the repository (the float32 graphs are kept)")
-        try:
-            quantised_copy(a.quantise, a.into, a.scheme)
-        except (LoadTestError, OSError, ValueError) as exc:
-            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote {a.into} ({a.scheme}: {SCHEMES[a.scheme].describe()}; accuracy cost: reports/int8-accuracy.md)")
-        return 0
-    if not a.heads:
-        p.error("give --heads (the study) or --quantise REPO --into DEST")
+    return p
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a run can fail with that is the caller's to fix: said in one line, exit 2, no traceback."""
+    from export.errors import ExportError
+
+    return (LoadTestError, ExportError, OSError, ValueError)
+
+
+def _quantise(a) -> int:
+    try:
+        quantised_copy(a.quantise, a.into, a.scheme, overwrite=a.overwrite)
+    except _expected_errors() as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.into} ({a.scheme}: {SCHEMES[a.scheme].describe()}; accuracy cost: reports/int8-accuracy.md)")
+    return 0
+
+
+def _study(a) -> int:
     try:
         schemes = [scheme_named(n.strip()).name for n in a.schemes.split(",") if n.strip()]
         res = int8_cost(a.heads, a.work, a.glue_dir, a.max_rows, a.speed_s, a.batch_size, schemes=schemes)
-    except (LoadTestError, OSError, ValueError) as exc:
+    except _expected_errors() as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +380,20 @@ def main(argv=None) -> int:
     (a.out / "int8-accuracy.md").write_text(markdown(res))
     print(f"wrote {a.out / 'int8-accuracy.md'}")
     return 0
+
+
+def main(argv=None) -> int:
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.quantise:
+        if not a.into:
+            p.error("--quantise needs --into")
+        if a.into.resolve() == a.quantise.resolve():
+            p.error("--into must differ from the repository (the float32 graphs are kept)")
+        return _quantise(a)
+    if not a.heads:
+        p.error("give --heads (the study) or --quantise REPO --into DEST")
+    return _study(a)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -214,3 +216,79 @@ def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path
     finally:
         control.close()
         assert proc.stop() == 0, proc.log_tail()
+
+
+# ---------------------------------------------------------------- --into: refuse to lose data, stage, move into place
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its bytes: what "left as it was" means."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _leftovers(parent):
+    return sorted(p.name for p in parent.iterdir() if ".staging-" in p.name or ".old-" in p.name)
+
+
+def test_cli_refuses_a_folder_it_did_not_write_and_leaves_it_alone(built_repo, tmp_path, capsys):
+    into = tmp_path / "mine"
+    into.mkdir()
+    (into / "notes.txt").write_text("keep me")
+    assert main(["--quantise", str(built_repo.repo), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert "TargetNotEmpty" in err and "not an earlier output of --quantise" in err and "--overwrite" in err
+    assert _tree(into) == {"notes.txt": b"keep me"} and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["inside", "above"])
+def test_a_target_inside_the_source_or_holding_it_is_refused_even_with_overwrite(built_repo, tmp_path, where):
+    from loadtest.errors import LoadTestError
+
+    if where == "inside":
+        into, match = built_repo.repo / "int8", "inside the repository"
+    else:
+        into, match = built_repo.repo.parent, "replacing it would delete the source"
+    before = _tree(built_repo.repo)
+    with pytest.raises(LoadTestError, match=match):
+        quantised_copy(built_repo.repo, into, overwrite=True)
+    assert _tree(built_repo.repo) == before
+
+
+def test_overwrite_replaces_a_foreign_folder_and_an_earlier_output_is_replaced_without_it(built_repo, tmp_path):
+    from export.quantised import trunk_quantisation
+
+    into = tmp_path / "q"
+    into.mkdir()
+    (into / "notes.txt").write_text("old")
+    assert main(["--quantise", str(built_repo.repo), "--into", str(into), "--overwrite"]) == 0
+    assert not (into / "notes.txt").exists() and trunk_quantisation(into) == "int8-matmul-per-channel"
+    assert not (into / ".trunkserve.lock").exists()  # the source's lock file is not copied
+    # an earlier output of the command is what --into is for: replaced without --overwrite
+    assert main(["--quantise", str(built_repo.repo), "--into", str(into), "--scheme", "int8-trunk-matmul-per-channel"]) == 0
+    assert trunk_quantisation(into) == "int8-trunk-matmul-per-channel" and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", [None, "foreign", "earlier"])
+def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_repo, tmp_path, monkeypatch, existing):
+    """The quantisation fails half-way (after the float32 copy, as a 384-wide feed on a narrower graph did)."""
+    import loadtest.tuning
+    from loadtest.errors import LoadTestError
+
+    into = tmp_path / "q"
+    if existing == "foreign":
+        into.mkdir()
+        (into / "notes.txt").write_text("old")
+    elif existing == "earlier":  # a small stand-in for an earlier output: its trunk records a scheme
+        (into / "trunk").mkdir(parents=True)
+        (into / "trunk/config.pbtxt").write_text('name: "trunk"\nparameters { key: "quantisation" value { string_value: "int8" } }\n')
+    before = _tree(into) if into.exists() else None
+
+    def fail(repo, **kwargs):
+        (Path(repo) / "trunk/1/model.onnx").write_bytes(b"half-written")
+        raise LoadTestError("quantisation failed half-way")
+
+    monkeypatch.setattr(loadtest.tuning, "tune_repository", fail)
+    with pytest.raises(LoadTestError, match="half-way"):
+        quantised_copy(built_repo.repo, into, overwrite=existing == "foreign")
+    assert (_tree(into) if into.exists() else None) == before
+    assert _leftovers(tmp_path) == []
