@@ -82,7 +82,10 @@ def _build(args) -> int:
         options=serving_options(args),
         max_seq_len=args.max_seq_len,
         buckets=args.buckets,
+        force=args.force,
     )
+    for line in result.quality:
+        print(line)
     for report in result.reports:
         print(report)
     print(f"wrote {result.repo} ({len(result.heads)} heads: {', '.join(e.task for e in result.heads)})")
@@ -123,6 +126,8 @@ def _register_core(sub) -> None:
                    help=f"trunk branch depths, e.g. 3 or 2,4 (default: {','.join(map(str, DEFAULT_DEPTHS))} plus each head's depth)")
     b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
     b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS))
+    b.add_argument("--force", action="store_true",
+                   help="build even with heads whose training failed its quality gate (refused otherwise)")
     add_serving_options(b)
     b.set_defaults(func=_build)
 

@@ -49,7 +49,7 @@ from trunkserve.canary import CANARY_ATOL
 from trunkserve.modules import HeadGraph
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
 
-from . import configs
+from . import configs, quality
 from .configs import LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
 from .errors import GraphMismatchError, RepositoryError
 from .repo_lock import RepositoryLock, RepositoryLocked  # noqa: F401  (re-exported)
@@ -472,13 +472,15 @@ class Result:
     canary_diff: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    quality: str = ""  # the head's recorded scores and quality gate (``export.quality.describe``)
 
     def __str__(self) -> str:
         where = "on the server and in the repository" if self.online else "in the repository (offline)"
         v = f" version {self.version}" if self.version is not None else ""
         c = f"; canary max abs diff {self.canary_diff:.2e}" if self.canary_diff is not None else ""
+        q = f"\n{self.quality}" if self.quality else ""
         n = "".join(f"\nnote: {x}" for x in self.notes)
-        return f"{self.action} {self.task}{v}: done {where} in {self.seconds:.1f}s{c}{n}"
+        return f"{self.action} {self.task}{v}: done {where} in {self.seconds:.1f}s{c}{q}{n}"
 
 
 def _served_canary(server: ServerControl, model: str, canary: dict | None, prefix: str = "") -> float | None:
@@ -501,17 +503,21 @@ def add_head(
     repo: str | Path,
     server: ServerControl | None = None,
     lock_timeout_s: float = 120.0,
+    force: bool = False,
 ) -> Result:
     """Ship a new task: validate, stage, move in, load head then ensemble, canary, then ``multitask``.
 
     On a failure at any step everything done so far is undone (files and
-    loaded models), so the deployment is exactly as before.
+    loaded models), so the deployment is exactly as before. A head whose
+    training failed its quality gate is refused unless ``force``.
     """
     t0 = time.monotonic()
     repo = Path(repo).resolve()
     if server is not None:
         server.check()  # unreachable or wrong key: fail before touching anything
-    task = _read_meta(head_dir).task
+    meta = _read_meta(head_dir)
+    forced = _check_gate(head_dir, meta, force)
+    task = meta.task
     head_name = head_model_name(task)
     with RepositoryLock(repo, f"add-head {task}", lock_timeout_s):
         if (repo / head_name).exists() or (repo / task).exists():
@@ -549,7 +555,8 @@ def add_head(
                 raise _fail(exc, tx, step) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return Result("add-head", task, 1, server is not None, insp.canary_diff, time.monotonic() - t0, insp.notes)
+    return Result("add-head", task, 1, server is not None, insp.canary_diff, time.monotonic() - t0,
+                  forced + insp.notes, quality.describe(meta))
 
 
 def _read_meta(head_dir) -> HeadMeta:
@@ -558,6 +565,15 @@ def _read_meta(head_dir) -> HeadMeta:
         return read_meta(head_dir)
     except HeadArtifactError as exc:
         raise HeadRejected(f"{head_dir}: {exc}") from exc
+
+
+def _check_gate(head_dir, meta: HeadMeta, force: bool) -> list[str]:
+    """Refuse a head that failed its training's quality gate (unless ``force``), before anything changes."""
+    try:
+        note = quality.check_gate(meta, force)
+    except quality.FailedQualityGate as exc:
+        raise HeadRejected(f"{head_dir}: {exc}") from exc
+    return [note] if note else []
 
 
 def _check_name(task: str) -> str:
@@ -611,6 +627,7 @@ def swap_head(
     server: ServerControl | None = None,
     lock_timeout_s: float = 120.0,
     keep: int = KEEP_VERSIONS,
+    force: bool = False,
 ) -> Result:
     """A new version of a deployed task: ``head_<task>/<N+1>/``, canary, keep older versions for rollback.
 
@@ -618,13 +635,16 @@ def swap_head(
     before the version folder enters the repository; after Triton loads it
     (the version policy serves the newest; the dependent ensembles reload
     themselves) the canary runs through the served ``<task>`` ensemble, and a
-    mismatch takes the new version out again.
+    mismatch takes the new version out again. A version whose training failed
+    its quality gate is refused unless ``force``.
     """
     t0 = time.monotonic()
     repo = Path(repo).resolve()
     if server is not None:
         server.check()
-    task = _read_meta(head_dir).task
+    meta = _read_meta(head_dir)
+    forced = _check_gate(head_dir, meta, force)
+    task = meta.task
     with RepositoryLock(repo, f"swap-head {task}", lock_timeout_s):
         staging = _staging_dir(repo)
         try:
@@ -674,7 +694,8 @@ def swap_head(
                 insp.notes.append(f"pruned old versions {pruned} (keeping {keep})")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return Result("swap-head", task, new, server is not None, insp.canary_diff, time.monotonic() - t0, insp.notes)
+    return Result("swap-head", task, new, server is not None, insp.canary_diff, time.monotonic() - t0,
+                  forced + insp.notes, quality.describe(meta))
 
 
 def _prune(repo: Path, task: str, keep: int) -> list[int]:
@@ -726,7 +747,16 @@ def rollback_head(
                 raise _fail(exc, tx, step) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return Result("swap-head --rollback", task, previous, server is not None, diff, time.monotonic() - t0)
+    return Result("swap-head --rollback", task, previous, server is not None, diff, time.monotonic() - t0,
+                  quality=_version_quality(repo / head_name / str(previous)))
+
+
+def _version_quality(version_dir: Path) -> str:
+    """The recorded scores of a deployed version (its copied head.json), or "" where it cannot be read."""
+    try:
+        return quality.describe(read_meta(version_dir))
+    except HeadArtifactError:
+        return ""
 
 
 def remove_head(

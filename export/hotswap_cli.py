@@ -40,6 +40,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-s", type=float, default=60.0, help="seconds to wait for an unload to finish")
 
 
+def _force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="ship a head whose training failed its quality gate (no better than the majority class)")
+
+
 def _run(fn):
     def run(args) -> int:
         server = _server(args)
@@ -56,7 +61,7 @@ def _run(fn):
 def _add(args, server):
     from .hotswap import add_head
 
-    return add_head(args.head_dir, args.repo, server, args.lock_timeout)
+    return add_head(args.head_dir, args.repo, server, args.lock_timeout, force=args.force)
 
 
 def _swap(args, server):
@@ -64,7 +69,7 @@ def _swap(args, server):
 
     if args.rollback:
         return rollback_head(args.target, args.repo, server, args.lock_timeout)
-    return swap_head(args.target, args.repo, server, args.lock_timeout, keep=args.keep)
+    return swap_head(args.target, args.repo, server, args.lock_timeout, keep=args.keep, force=args.force)
 
 
 def _remove(args, server):
@@ -90,6 +95,7 @@ def _list(args, server):
 def register(sub) -> None:
     a = sub.add_parser("add-head", help="hot-add a new task head (validate, load, canary, then multitask)")
     a.add_argument("head_dir", type=Path, help="head artefact folder (head.json, weights.safetensors, canary.json)")
+    _force(a)
     _common(a)
     a.set_defaults(func=_run(_add))
 
@@ -97,6 +103,7 @@ def register(sub) -> None:
     s.add_argument("target", help="head artefact folder; with --rollback: the task name")
     s.add_argument("--rollback", action="store_true", help="take the newest version out and serve the previous one")
     s.add_argument("--keep", type=int, default=3, help="versions kept on disk (at least 2)")
+    _force(s)
     _common(s)
     s.set_defaults(func=_run(_swap))
 

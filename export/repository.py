@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -43,7 +43,7 @@ from trunkserve.specs import (
 )
 from trunkserve.tokenization import BucketTokenizer
 
-from . import configs
+from . import configs, quality
 from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions, Step
 from .errors import RepositoryError
 from .onnx_export import export_head, export_trunk
@@ -298,6 +298,7 @@ class BuildResult:
     trunk: TrunkInfo
     heads: list[HeadEntry]
     reports: list[ValidationReport]
+    quality: list[str] = field(default_factory=list)  # per head: recorded scores, gate, and "shipped anyway" notes
 
 
 def make_trunk(backbone: Backbone, depths: Sequence[int], max_seq_len: int) -> tuple[Trunk, TrunkInfo]:
@@ -329,16 +330,20 @@ def build_repository(
     options: ServingOptions | None = None,
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
+    force: bool = False,
 ) -> BuildResult:
     """Build a complete repository in a staging folder, then swap it into ``out``.
 
     Every graph is validated against PyTorch before anything replaces ``out``,
     so a failed build leaves the previous repository as it was. ``depths=None``
-    exposes ``DEFAULT_DEPTHS`` plus every depth the given heads read.
+    exposes ``DEFAULT_DEPTHS`` plus every depth the given heads read. A head
+    whose training failed its quality gate is refused (``FailedQualityGate``,
+    before any export) unless ``force``, as ``add-head`` does.
     """
     opts = options or ServingOptions()
     if not heads:
         raise RepositoryError("no head folders given")
+    gate = quality_lines(heads, force)
     out = Path(out).resolve()
     bb = load_backbone(backbone)
     trunk, info = make_trunk(bb, trunk_depths(heads) if depths is None else depths, max_seq_len)
@@ -363,7 +368,17 @@ def build_repository(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BuildResult(out, info, entries, reports)
+    return BuildResult(out, info, entries, reports, gate)
+
+
+def quality_lines(heads: Sequence[str | Path], force: bool = False) -> list[str]:
+    """Every head's recorded scores (``quality.describe``); a failed gate refuses the set unless ``force``."""
+    lines = []
+    for h in heads:
+        meta = read_meta(h)
+        note = quality.check_gate(meta, force)
+        lines.append(quality.describe(meta) + (f"\nnote: {note}" if note else ""))
+    return lines
 
 
 def _swap_in(staging: Path, out: Path) -> None:

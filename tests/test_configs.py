@@ -1,11 +1,46 @@
 """Every generated config, for every backend, parses back into Triton's ModelConfig."""
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 from conftest import DEPTH, DEPTHS
 from tritonclient.grpc import model_config_pb2
 
 from export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
 from export.repository import build_repository
+
+
+def write_tiny_backbone(folder: Path, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
+    """A random BERT folder in Hugging Face layout (MiniLM's tokenizer files), small enough to export in seconds."""
+    import torch
+    from safetensors.torch import save_file
+
+    from trunkserve.backbone import load_backbone
+    from trunkserve.bert import BertConfig
+    from trunkserve.modules import Trunk
+
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden)
+    torch.manual_seed(seed)
+    state = Trunk(config, [layers]).state_dict()
+    hf = {("encoder.layer." + k[len("layers."):] if k.startswith("layers.") else k): v.contiguous() for k, v in state.items()}
+    folder.mkdir(parents=True)
+    save_file(hf, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config.to_dict() | {"model_type": "bert"}))
+    source = load_backbone().path
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).exists():
+            shutil.copy2(source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    """A 2-layer, 128-wide backbone: shallower than the default depth (3)."""
+    from trunkserve.backbone import load_backbone
+
+    return load_backbone(write_tiny_backbone(tmp_path_factory.mktemp("backbones") / "tiny-bert"))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -102,3 +137,22 @@ def test_build_exposes_the_depths_the_heads_read(head_dirs, tmp_path):
     (deep / "head.json").write_text("{not json")
     with pytest.raises(ValueError):
         trunk_depths([deep])
+
+
+def test_build_with_force_ships_a_head_that_failed_its_quality_gate(tiny_backbone, tmp_path, capsys):
+    """``--force`` builds the set anyway and says so; without it ``test_hotswap`` checks the refusal."""
+    from export.cli import main
+    from trunkserve.synthetic import make_untrained_head
+
+    head = make_untrained_head(tiny_backbone, tmp_path / "heads" / "cola", "cola", branch_layer=1)
+    raw = json.loads((head / "head.json").read_text())
+    raw["metrics"] = {"validation_score": 60.0, "quality": {"rule": "beat the majority class", "decision": "failed",
+                      "passed": False, "student_val": 60.0, "teacher_val": 61.0, "majority_val": 69.1, "message": "no"}}
+    (head / "head.json").write_text(json.dumps(raw))
+    out = tmp_path / "repo"
+    argv = ["build", "--heads", str(tmp_path / "heads"), "--out", str(out), "--backbone", str(tiny_backbone.path), "--depths", "1"]
+    assert main(argv) == 2 and not out.exists()
+    assert main(argv + ["--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "head cola: validation 60.0 (majority class 69.1, teacher 61.0; quality gate: FAILED (no))" in printed
+    assert "shipped anyway" in printed and (out / "head_cola" / "config.pbtxt").exists()

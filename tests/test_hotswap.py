@@ -229,3 +229,71 @@ def test_cli_offline_errors_exit_2(repo, bad_heads):
     p = subprocess.run([sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--json"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0 and [r["task"] for r in json.loads(p.stdout)] == ["mrpc", "sst2", "stsb"]
+
+
+# ---------------------------------------------------------------- quality gate
+
+PASSED = {"rule": "student beats the majority class by 1 point", "decision": "student", "passed": True,
+          "student_val": 81.2, "teacher_val": 82.0, "majority_val": 69.1, "message": "student kept"}
+FAILED = {"rule": "student or teacher beats the majority class by 1 point", "decision": "failed", "passed": False,
+          "student_val": 68.4, "teacher_val": 69.0, "majority_val": 69.1, "message": "no model beat the majority class"}
+
+
+def with_quality(src: Path, dst: Path, quality: dict | None, validation: float = 81.2) -> Path:
+    """A copy of a head whose head.json records a validation score and (optionally) a quality gate."""
+    metrics = {"validation_score": validation} | ({"quality": quality} if quality is not None else {})
+    return copy_head(src, dst, metrics=metrics)
+
+
+def test_add_head_shows_the_recorded_scores(repo, new_heads, tmp_path):
+    r = add_head(with_quality(new_heads["cola"], tmp_path / "cola", PASSED), repo)
+    assert r.quality == "head cola: validation 81.2 (majority class 69.1, teacher 82.0; quality gate: passed, shipped the student)"
+    assert r.quality in str(r)
+    v2 = swap_head(with_quality(new_heads["cola_v2"], tmp_path / "cola_v2", None, validation=80.0), repo)
+    assert "head cola: validation 80.0 (no quality gate recorded)" in str(v2)
+    back = rollback_head("cola", repo)
+    assert back.quality == r.quality  # the version served again, from its copied head.json
+
+
+def test_a_head_that_failed_its_quality_gate_is_refused_unless_forced(repo, new_heads, tmp_path):
+    failed = with_quality(new_heads["cola"], tmp_path / "cola", FAILED, validation=68.4)
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match=r"'cola' failed its training's quality gate.*student 68\.4, teacher 69\.0, "
+                                           r"majority class 69\.1.*--force .* ships it anyway"):
+        add_head(failed, repo)
+    assert tree_digest(repo) == before and leftovers(repo) == []
+    r = add_head(failed, repo, force=True)
+    assert "quality gate: FAILED (no model beat the majority class)" in r.quality
+    assert any("shipped anyway" in n for n in r.notes) and "head_cola" in multitask_heads(repo)
+    failed_v2 = with_quality(new_heads["cola_v2"], tmp_path / "cola_v2", FAILED)
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match="failed its training's quality gate"):
+        swap_head(failed_v2, repo)
+    assert tree_digest(repo) == before
+    assert swap_head(failed_v2, repo, force=True).version == 2
+
+
+def test_cli_force_ships_a_failed_head(repo, new_heads, tmp_path, capsys):
+    from export.cli import main
+
+    failed = with_quality(new_heads["qnli"], tmp_path / "qnli", FAILED)
+    assert main(["add-head", str(failed), "--repo", str(repo)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["add-head", str(failed), "--repo", str(repo), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "head qnli: validation 81.2 (majority class 69.1, teacher 69.0; quality gate: FAILED" in out
+    assert "shipped anyway" in out
+
+
+def test_build_refuses_a_failed_head_before_exporting(head_dirs, new_heads, tmp_path, capsys):
+    from export.cli import main
+    from export.quality import FailedQualityGate
+    from export.repository import build_repository
+
+    failed = with_quality(new_heads["cola"], tmp_path / "heads" / "cola", FAILED)
+    out = tmp_path / "model_repository"
+    with pytest.raises(FailedQualityGate, match="'cola' failed its training's quality gate.*--force"):
+        build_repository([head_dirs["sst2"], failed], out=out)
+    assert main(["build", "--heads", str(head_dirs["sst2"]), str(failed), "--out", str(out)]) == 2
+    assert "FailedQualityGate" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "heads"]
