@@ -52,6 +52,7 @@ class TaskJobs:
             self.log(f"[{task}] {len(prep.train)} train / {len(prep.val)} validation rows, "
                      f"dev {', '.join(f'{k}={len(v)}' for k, v in prep.dev.items())}; trunk cache "
                      f"{prep.cache_bytes / 2**20:.0f} MiB in {prep.cache_seconds:.1f}s")
+            self.log(f"[{task}] {prep.describe()}")
             self._preps[task] = prep
         return self._preps[task]
 
@@ -74,7 +75,7 @@ class TaskJobs:
             trials, remote = self.pool.result(job)
             if remote:
                 for t in trials:
-                    self.log(trial_line(task, seed, t) + " (worker)")
+                    self.log(trial_line(task, seed, t, self.prep(task).majority["val"]["score"]) + " (worker)")
             out.extend(trials)
         return out
 

@@ -3,7 +3,10 @@
 Per task: Matthews correlation (CoLA); accuracy (SST-2, QNLI, RTE, MNLI); F1 of the
 positive class and accuracy (MRPC, QQP); Pearson and Spearman (STS-B). The task's
 headline score, used for selection and the report, is the mean of its metrics x 100
-(the GLUE leaderboard convention for two-metric tasks).
+(the GLUE leaderboard convention for two-metric tasks). Regression also reports the
+error measures MAE and RMSE (in label units): correlation alone scores a head whose
+predictions all sit near one value as well as one that fits the scale. They are not in
+the headline (lower is better), but the quality gate reads them.
 """
 
 from __future__ import annotations
@@ -84,6 +87,17 @@ def spearman(x, y) -> float:
     return pearson(_ranks(x), _ranks(y))
 
 
+ERROR_METRICS = ("mae", "rmse")
+
+
+def mae(preds, labels) -> float:
+    return float(np.abs(np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64)).mean())
+
+
+def rmse(preds, labels) -> float:
+    return float(np.sqrt(((np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64)) ** 2).mean()))
+
+
 _FUNCS = {"accuracy": accuracy, "f1": f1_binary, "mcc": matthews, "pearson": pearson, "spearman": spearman}
 
 
@@ -99,9 +113,24 @@ def compute_metrics(metric: str, outputs: np.ndarray, labels: np.ndarray) -> dic
         preds = outputs.reshape(len(outputs))
     else:
         preds = outputs.argmax(axis=-1) if outputs.ndim == 2 else outputs
-    return {n: _FUNCS[n](labels, preds) if n not in ("pearson", "spearman") else _FUNCS[n](preds, labels) for n in names}
+    out = {n: _FUNCS[n](labels, preds) if n not in ("pearson", "spearman") else _FUNCS[n](preds, labels) for n in names}
+    if names[0] in ("pearson", "spearman"):
+        out.update(mae=mae(preds, labels), rmse=rmse(preds, labels))
+    return out
+
+
+def majority_outputs(train_labels: np.ndarray, n: int, num_labels: int, regression: bool) -> np.ndarray:
+    """What a model that ignores its input would answer ``n`` times: the training set's most
+    frequent class (as one-hot logits), or its mean score. Scored like a head, it is "chance"."""
+    train_labels = np.asarray(train_labels)
+    if regression:
+        return np.full((n, 1), float(train_labels.mean()), dtype=np.float32)
+    counts = np.bincount(train_labels.astype(np.int64), minlength=num_labels)
+    out = np.zeros((n, num_labels), dtype=np.float32)
+    out[:, int(counts.argmax())] = 1.0
+    return out
 
 
 def headline(metrics: dict[str, float]) -> float:
-    """Mean of the task's metrics x 100 (GLUE convention)."""
-    return 100.0 * float(np.mean(list(metrics.values())))
+    """Mean of the task's metrics x 100 (GLUE convention); error measures are not part of it."""
+    return 100.0 * float(np.mean([v for k, v in metrics.items() if k not in ERROR_METRICS]))

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
-from trunkserve.artifacts import HeadMeta, save_head
+from trunkserve.artifacts import HeadMeta, check_task_name, save_head
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.canary import make_canary
-from trunkserve.defaults import DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
+from trunkserve.defaults import DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN, DEFAULT_MIN_STEPS, DEFAULT_REFIT_STEPS
 from trunkserve.fingerprint import trunk_fingerprint
 from trunkserve.modules import Head, Trunk
 from trunkserve.tokenization import BucketTokenizer
@@ -48,6 +48,7 @@ from .data.encode import Encoded, encode_examples
 from .data.glue import GLUE_TASKS, default_glue_dir, load_glue_task
 from .data.types import DataError, Example, TaskData
 from .distill import train_student
+from .quality import DEFAULT_MIN_RATIO, ON_FAIL, judge, majority_score
 from .loop import FitConfig, bf16_supported
 from .teacher import evaluate_outputs, predict_full, predict_head, train_full, train_teacher
 
@@ -102,6 +103,10 @@ class HeadOptions:
     hidden_weight: float = 0.0
     epochs: float = 3.0
     student_epochs: float | None = None
+    min_steps: int = DEFAULT_MIN_STEPS  # every schedule (teacher, student, full) runs at least this many steps
+    refit_steps: int = DEFAULT_REFIT_STEPS  # steps refitting the student's pooler + output layer to its own states (0: off)
+    min_ratio: float = DEFAULT_MIN_RATIO  # quality gate: the student keeps at least this share of the teacher's validation score
+    quality_gate: str = "fallback"  # a student that fails the gate: "fallback" ships the teacher, "refuse" marks it failed
     lr: float = 1e-4
     full_lr: float | None = None
     batch_size: int = 32
@@ -117,7 +122,7 @@ class HeadOptions:
 
     def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
         return FitConfig(
-            epochs=epochs or self.epochs, lr=lr or self.lr, batch_size=self.batch_size, seed=seed,
+            epochs=self.epochs if epochs is None else epochs, lr=lr or self.lr, min_steps=self.min_steps, batch_size=self.batch_size, seed=seed,
             bf16=self.bf16, progress=self.progress,
         )
 
@@ -133,6 +138,25 @@ class Prepared:
     caches: dict[str, HiddenStateCache] = field(default_factory=dict)  # "train", "val", "dev:<split>"
     cache_seconds: float = 0.0
     cache_bytes: int = 0
+    majority: dict = field(default_factory=dict)  # "val" / "dev:<split>" -> the majority-class baseline's scores
+
+    def __post_init__(self):
+        d, reg = self.data, self.data.task_type == "regression"
+        sets = {"val": self.val, **{f"dev:{k}": v for k, v in self.dev.items()}}
+        self.majority = {name: majority_score(self.train, enc, d.metric, d.num_labels, reg) for name, enc in sets.items()}
+
+    @property
+    def pair(self) -> bool:
+        """Trained on text pairs: every served call should send ``text_pair`` too."""
+        return any(ex.text_pair is not None for ex in self.data.train)
+
+    def describe(self) -> str:
+        """The task type and labels as read from the data, so a surprise (1-5 read as 5 classes) is seen at once."""
+        d = self.data
+        kind = (f"regression (score {min(self.train.labels):g}..{max(self.train.labels):g})" if d.task_type == "regression"
+                else f"classification, {d.num_labels} classes {d.labels}")
+        return (f"{kind}, {'text pairs' if self.pair else 'single texts'}; majority-class validation score "
+                f"{self.majority['val']['score']:.2f}")
 
 
 def carve_validation(examples: list[Example], fraction: float, max_val: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -250,6 +274,13 @@ class Trial:
     student_val: float
     teacher_seconds: float
     student_seconds: float
+    teacher_metrics: dict = field(default_factory=dict)  # validation metrics behind teacher_val
+    student_metrics: dict = field(default_factory=dict)
+    schedules: dict = field(default_factory=dict)  # "teacher" / "student" -> FitResult.schedule()
+
+    def val_result(self, role: str) -> dict:
+        """``{"score": ..., <metric>: ...}`` on validation for ``role`` ("teacher" or "student")."""
+        return {"score": getattr(self, f"{role}_val"), **getattr(self, f"{role}_metrics")}
 
     def record(self) -> dict:
         return {"k": self.k, "n": self.n, "m": self.m, "teacher_val": self.teacher_val, "student_val": self.student_val,
@@ -272,15 +303,18 @@ def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, can
             [teacher], prep.caches["train"], prep.caches["val"], k, d.metric,
             opts.fit_config(seed, epochs=opts.student_epochs), num_layers=m,
             temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
-            hidden_weight=opts.hidden_weight, desc=f"{d.name} student k={k} m={m} s={seed}",
+            hidden_weight=opts.hidden_weight, refit_steps=opts.refit_steps, desc=f"{d.name} student k={k} m={m} s={seed}",
         )
-        trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds))
-        log(trial_line(d.name, seed, trials[-1]))
+        trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds,
+                            t_fit.best_metrics, s_fit.best_metrics, {"teacher": t_fit.schedule(), "student": s_fit.schedule()}))
+        log(trial_line(d.name, seed, trials[-1], prep.majority["val"]["score"]))
     return trials
 
 
-def trial_line(task: str, seed: int, t: Trial) -> str:
-    return f"  [{task} seed {seed}] k={t.k} n={t.n} m={t.m}: teacher val {t.teacher_val:.2f}, student val {t.student_val:.2f}"
+def trial_line(task: str, seed: int, t: Trial, majority: float | None = None) -> str:
+    base = "" if majority is None else f" (majority class {majority:.2f})"
+    return (f"  [{task} seed {seed}] k={t.k} n={t.n} m={t.m}: teacher val {t.teacher_val:.2f}, "
+            f"student val {t.student_val:.2f}{base}")
 
 
 def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=print) -> dict:
@@ -307,10 +341,17 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
         "student": {"val": trial.student_val, "dev": dev_scores(lambda s: predict_head(trial.student, prep.caches[f"dev:{s}"], k), prep),
                     "seconds": trial.student_seconds},
     }
+    result["_trial"] = trial
     if opts.full_baseline:
         result["full"] = full_result(bb, prep, opts, seed, log) if full is None else full(seed)
     result["_teacher"], result["_student"] = trial.teacher, trial.student
     return result
+
+
+def gate(prep: Prepared, opts: HeadOptions, trial: Trial):
+    """The quality gate on the shipped seed's trial (``training.quality.judge``)."""
+    return judge(trial.val_result("student"), trial.val_result("teacher"), prep.majority["val"],
+                 prep.data.task_type == "regression", opts.min_ratio, opts.quality_gate)
 
 
 def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int, int]], log=print) -> dict:
@@ -396,11 +437,12 @@ def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float
     return max(states.values(), key=lambda v: v[0])[1]
 
 
-def head_meta(bb: Backbone, d: TaskData, head: Head, k: int, opts: HeadOptions, metrics: dict, training: dict) -> HeadMeta:
+def head_meta(bb: Backbone, prep: Prepared, head: Head, k: int, metrics: dict, training: dict) -> HeadMeta:
+    d = prep.data
     return HeadMeta(
         task=d.name, task_type=d.task_type, labels=list(d.labels), branch_layer=k, num_layers=head.num_layers,
         trunk_fingerprint=trunk_fingerprint(bb.state_dict, k, bb.tokenizer_files()),
-        bert_config=bb.config.to_dict(), backbone=bb.name, max_seq_len=DEFAULT_MAX_SEQ_LEN,
+        bert_config=bb.config.to_dict(), backbone=bb.name, max_seq_len=DEFAULT_MAX_SEQ_LEN, pair=prep.pair,
         metrics=metrics, training=training,
     )
 
@@ -441,6 +483,7 @@ def finish_task(jobs: "TaskJobs", search: TaskSearch, trial: Trial, out: Path, t
         "truncated_train": prep.train.truncated, "cache_bytes": prep.cache_bytes, "cache_seconds": prep.cache_seconds,
         "k": k, "n": trial.n, "m": trial.m, "headline_split": headline_split,
         "seeds": [{kk: vv for kk, vv in r.items() if not kk.startswith("_")} for r in seeds],
+        "task_description": prep.describe(),
         "best_seed": best["seed"],
     }
     for role in ("teacher", "student") + (("full",) if opts.full_baseline else ()):
@@ -451,7 +494,7 @@ def finish_task(jobs: "TaskJobs", search: TaskSearch, trial: Trial, out: Path, t
         mk, mk_fit = train_student(
             teachers, prep.caches["train"], prep.caches["val"], k, d.metric,
             opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
-            temperature=opts.temperature, desc=f"{task} MKDM student ({len(teachers)} teachers)",
+            temperature=opts.temperature, refit_steps=opts.refit_steps, desc=f"{task} MKDM student ({len(teachers)} teachers)",
         )
         summary["mkdm"] = {"teachers": len(teachers), "val": mk_fit.best_score,
                            "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
@@ -465,20 +508,29 @@ def finish_task(jobs: "TaskJobs", search: TaskSearch, trial: Trial, out: Path, t
         "student_epochs": opts.student_epochs or opts.epochs,
         "data": "glue" if task in GLUE_TASKS and not search.custom else "custom",
     }
-    s_metrics = {"dev": best["student"]["dev"], "validation_score": best["student"]["val"],
-                 "teacher_dev": best["teacher"]["dev"], "dev_mean_over_seeds": summary["student_dev_mean"]}
-    student_dir = write_head(out / task, bb, best["_student"], head_meta(
-        bb, d, best["_student"], k, opts, s_metrics, {**training, "role": "student", "student_layers": trial.m}))
+    verdict = gate(prep, opts, best["_trial"])
+    shipped = "teacher" if verdict.decision == "teacher" else "student"
+    majority = {"validation": prep.majority["val"], "dev": {sp: prep.majority[f"dev:{sp}"] for sp in prep.dev}}
+    summary.update(quality=verdict.to_dict(), shipped=shipped, majority=majority)
+    s_metrics = {"dev": best[shipped]["dev"], "validation_score": best[shipped]["val"], "majority": majority,
+                 "quality": verdict.to_dict(), "teacher_dev": best["teacher"]["dev"],
+                 "dev_mean_over_seeds": summary[f"{shipped}_dev_mean"]}
+    schedules = best["_trial"].schedules
+    head = best[f"_{shipped}"]
+    student_dir = write_head(out / task, bb, head, head_meta(
+        bb, prep, head, k, s_metrics, {**training, "role": shipped, "student_layers": trial.m, "schedule": schedules}))
     summary["student_dir"] = str(student_dir)
     if teachers_out is not None:
-        t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"]}
+        t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"], "majority": majority}
         summary["teacher_dir"] = str(write_head(teachers_out / task, bb, best["_teacher"], head_meta(
-            bb, d, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher"})))
+            bb, prep, best["_teacher"], k, t_metrics, {**training, "role": "teacher", "schedule": schedules})))
     summary["seconds"] = time.perf_counter() - search.started
     log(f"[{task}] k={k} n={trial.n} m={trial.m}: dev ({headline_split}) teacher "
         f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
         + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
+        + f", majority class {prep.majority[f'dev:{headline_split}']['score']:.2f}"
         + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {student_dir}")
+    log(f"[{task}] quality gate: {verdict.message}" + (f" -> {student_dir} holds the {shipped}" if shipped != "student" else ""))
     return summary
 
 
@@ -551,6 +603,37 @@ def check_run_options(tasks: Sequence[str], max_train, options: dict) -> None:
     for key in ("batch_size", "max_length", "student_layers"):
         if key in options and options[key] is not None and int(options[key]) < 1:
             raise PipelineError(f"{key} must be at least 1, got {options[key]}")
+    for task in tasks:
+        try:
+            check_task_name(task)
+        except ValueError as exc:
+            raise PipelineError(f"--tasks: {exc}") from None
+    if "quality_gate" in options and options["quality_gate"] not in ON_FAIL:
+        raise PipelineError(f"--quality-gate must be one of {', '.join(ON_FAIL)}, got {options['quality_gate']!r}")
+    if "min_ratio" in options and not 0 <= float(options["min_ratio"]) <= 1:
+        raise PipelineError(f"--min-student-ratio must be in 0..1, got {options['min_ratio']}")
+    for key in ("min_steps", "refit_steps"):
+        if key in options and int(options[key]) < 0:
+            raise PipelineError(f"{key} must be 0 or more, got {options[key]}")
+
+
+def check_data_and_candidates(bb: Backbone, task_opts: dict[str, HeadOptions], glue_dir, custom: dict) -> None:
+    """Read every task's files and plan its candidates before the first training step.
+
+    Why: a missing file, a bad row or a depth the backbone lacks would otherwise surface
+    only when that task's turn comes, after the earlier tasks' training.
+    """
+    stray = sorted(set(custom) - set(task_opts))
+    if stray:
+        raise PipelineError(f"--custom names task(s) {', '.join(stray)} that are not in --tasks ({', '.join(task_opts)})")
+    for task, opts in task_opts.items():
+        load_task(task, glue_dir, custom)
+        candidates(opts, bb.config.num_hidden_layers)
+
+
+def default_teachers_out(out: Path) -> Path:
+    """``OUT/../teachers/<OUT's name>``: runs into sibling folders keep their own teachers."""
+    return out.parent / "teachers" / out.name
 
 
 def train_heads(
@@ -576,13 +659,13 @@ def train_heads(
     ``layer_budget`` (e.g. 0.35) chooses every task's ``(k, m)`` jointly so that the
     merged model costs at most that fraction of one full model per task. ``jobs`` > 1
     shares the training between this process and ``jobs - 1`` workers (``train_tasks``). Teachers
-    go to ``teachers_out`` (default ``out/../teachers``). Returns per-task summaries.
+    go to ``teachers_out`` (default ``out/../teachers/<out's name>``). Returns per-task summaries.
     """
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2 if not torch.cuda.is_available() else 8)))
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     out = Path(out)
-    teachers_out = Path(teachers_out) if teachers_out else out.parent / "teachers"
+    teachers_out = Path(teachers_out) if teachers_out else default_teachers_out(out)
     glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
     custom = {k: (v if isinstance(v, CustomTask) else CustomTask(**v) if isinstance(v, dict) else CustomTask(v)) for k, v in (custom or {}).items()}
     check_run_options(tasks, max_train, options)
@@ -599,6 +682,7 @@ def train_heads(
         task: HeadOptions(max_train=max_train.get(task) if isinstance(max_train, dict) else max_train, epochs=epochs, **options)
         for task in tasks
     }
+    check_data_and_candidates(bb, task_opts, glue_dir, custom)
     results = train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, jobs=jobs)
     if summary_path:
         Path(summary_path).write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -62,6 +62,7 @@ class HeadMeta:
     bert_config: dict
     backbone: str = ""
     max_seq_len: int = 128
+    pair: bool | None = None  # trained on text pairs (None: not recorded, heads written before it was)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -78,6 +79,17 @@ class HeadMeta:
     @property
     def num_labels(self) -> int:
         return len(self.labels)
+
+    @property
+    def quality(self) -> dict | None:
+        """The training's quality gate (``metrics["quality"]``): rule, scores, decision, ``passed``."""
+        q = self.metrics.get("quality")
+        return q if isinstance(q, dict) else None
+
+    @property
+    def failed_gate(self) -> bool:
+        """True only when the gate ran and the head did not pass it (heads without a gate are not failed)."""
+        return self.quality is not None and self.quality.get("passed") is False
 
     @property
     def config(self) -> BertConfig:

@@ -147,6 +147,16 @@ class Head(nn.Module):
         (``BertLayer.forward``); ``packed``: the layers below the last run on the real
         tokens only (``TokenPacking``). The served graphs use both, training neither.
         """
+        return self.output(self.encode(hidden, attention_mask, absorbed, packed))
+
+    def output(self, cls_state: torch.Tensor) -> torch.Tensor:
+        """Pooler + classifier on the last layer's [CLS] row(s) (``encode``'s result)."""
+        return self.classifier(self.dropout(self.pooler(cls_state)))
+
+    def encode(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, absorbed: bool = False, packed: bool = False
+    ) -> torch.Tensor:
+        """The head's layers, the last at [CLS] only: what its pooler reads (``[batch, 1, hidden]``)."""
         bias = mask_bias(attention_mask, hidden.dtype)
         below = self.layers[:-1]
         if packed and len(below):
@@ -161,7 +171,7 @@ class Head(nn.Module):
         if len(self.layers):
             # Only [CLS] of the last layer reaches the pooler: compute that row alone (exact).
             hidden = self.layers[-1](hidden, bias, first_token_only=True, absorbed=absorbed)
-        return self.classifier(self.dropout(self.pooler(hidden)))
+        return hidden
 
     def serving_outputs(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, served: bool = True

@@ -1,0 +1,1 @@
+"""Example data for trying the bundle on a task of your own (no download)."""
