@@ -123,7 +123,8 @@ def _register_core(sub) -> None:
     b.add_argument("--out", type=Path, default=Path("model_repository"))
     b.add_argument("--backbone", type=Path, default=None, help="BERT folder (default: packaged MiniLM-L6)")
     b.add_argument("--depths", type=_ints, default=None,
-                   help=f"trunk branch depths, e.g. 3 or 2,4 (default: {','.join(map(str, DEFAULT_DEPTHS))} plus each head's depth)")
+                   help=f"trunk branch depths, e.g. 3 or 2,4, within 0..the backbone's layer count (default: "
+                        f"{','.join(map(str, DEFAULT_DEPTHS))} where the backbone is deeper, plus each head's depth)")
     b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
     b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS))
     b.add_argument("--force", action="store_true",

@@ -350,13 +350,43 @@ def make_trunk(backbone: Backbone, depths: Sequence[int], max_seq_len: int) -> t
     return trunk, info
 
 
-def trunk_depths(heads: Sequence[str | Path]) -> list[int]:
+def trunk_depths(heads: Sequence[str | Path], num_layers: int | None = None) -> list[int]:
     """``DEFAULT_DEPTHS`` and the branch depth each head declares: what the trunk must expose to serve them.
 
     A study that chose k per task (``reports/glue.md``) then deploys without a
-    ``--depths`` flag; heads hot-added later can read any of these depths.
+    ``--depths`` flag; heads hot-added later can read any of these depths. With
+    ``num_layers`` (the backbone's) a default depth is kept only where a head can
+    be trained (``0 <= k < num_layers``, training needs a layer above k): a
+    2-layer backbone does not get the default 3 forced onto it.
     """
-    return sorted({*DEFAULT_DEPTHS, *(read_meta(h).branch_layer for h in heads)})
+    defaults = [d for d in DEFAULT_DEPTHS if num_layers is None or 0 <= d < num_layers]
+    return sorted({*defaults, *(read_meta(h).branch_layer for h in heads)})
+
+
+def check_depths(depths: Sequence[int], heads: Sequence[str | Path], backbone: Backbone, given: bool) -> list[int]:
+    """The trunk's depths, checked against the backbone (``0..num_hidden_layers``) and the heads, before any export.
+
+    Why here: the trunk would refuse them too, but naming neither ``--depths``
+    nor the backbone's layer count; and a head whose depth ``--depths`` leaves
+    out would only fail after the trunk was exported.
+    """
+    layers = backbone.config.num_hidden_layers
+    has = f"backbone {backbone.name!r} has {layers} layers, so --depths must lie within 0..{layers}"
+    depths = sorted({int(d) for d in depths})
+    if not depths:
+        raise RepositoryError(f"--depths is empty: give at least one branch depth ({has})")
+    bad = [d for d in depths if not 0 <= d <= layers]
+    read = {m.task: m.branch_layer for m in map(read_meta, heads)}
+    if bad and given:
+        raise RepositoryError(f"--depths {bad} outside 0..{layers}: {has}")
+    if bad:
+        who = ", ".join(f"{task} reads {d}" for task, d in read.items() if d in bad)
+        raise RepositoryError(f"the heads read depths {bad} outside 0..{layers} ({who}): {has}; "
+                              "were they trained on another backbone (--backbone)?")
+    missing = sorted({d for d in read.values() if d not in depths})
+    if missing:
+        raise RepositoryError(f"--depths {depths} leaves out depths {missing} that heads read: add them ({has})")
+    return depths
 
 
 def build_repository(
@@ -373,7 +403,8 @@ def build_repository(
 
     Every graph is validated against PyTorch before anything replaces ``out``,
     so a failed build leaves the previous repository as it was. ``depths=None``
-    exposes ``DEFAULT_DEPTHS`` plus every depth the given heads read. A head
+    exposes the ``DEFAULT_DEPTHS`` the backbone has layers for plus every depth
+    the given heads read (``trunk_depths``, checked by ``check_depths``). A head
     whose training failed its quality gate is refused (``FailedQualityGate``,
     before any export) unless ``force``, as ``add-head`` does.
     """
@@ -383,7 +414,8 @@ def build_repository(
     gate = quality_lines(heads, force)
     out = Path(out).resolve()
     bb = load_backbone(backbone)
-    trunk, info = make_trunk(bb, trunk_depths(heads) if depths is None else depths, max_seq_len)
+    chosen = trunk_depths(heads, bb.config.num_hidden_layers) if depths is None else depths
+    trunk, info = make_trunk(bb, check_depths(chosen, heads, bb, given=depths is not None), max_seq_len)
     tokenizer = BucketTokenizer(bb.path, max_length=max_seq_len, buckets=buckets)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))

@@ -157,3 +157,32 @@ def test_build_with_force_ships_a_head_that_failed_its_quality_gate(tiny_backbon
     printed = capsys.readouterr().out
     assert "head cola: validation 60.0 (majority class 69.1, teacher 61.0; quality gate: FAILED (no))" in printed
     assert "shipped anyway" in printed and (out / "head_cola" / "config.pbtxt").exists()
+
+
+def test_default_depths_fit_a_shallow_backbone(tiny_backbone, head_dirs, tmp_path, capsys):
+    """On 2 layers with heads at depth 1, ``build`` without ``--depths`` exposes 1 (the default 3 does not exist there);
+    depths the backbone lacks are refused before any export, naming ``--depths`` and the layer count."""
+    from export.cli import main
+    from export.errors import RepositoryError
+    from export.repository import trunk_depths
+    from trunkserve.synthetic import make_untrained_head
+
+    heads = [make_untrained_head(tiny_backbone, tmp_path / "heads" / t, t, branch_layer=1, seed=i) for i, t in enumerate(("a", "b"))]
+    assert trunk_depths(heads, tiny_backbone.config.num_hidden_layers) == [1]
+    out = tmp_path / "repo"
+    assert main(["build", "--heads", str(tmp_path / "heads"), "--out", str(out), "--backbone", str(tiny_backbone.path)]) == 0, \
+        capsys.readouterr().err
+    trunk = read_config(out / "trunk")
+    assert trunk.parameters["depths"].string_value == "1" and trunk.parameters["backbone"].string_value == "tiny-bert"
+    cases = {
+        (1, 3): r"--depths \[3\] outside 0\.\.2: backbone 'tiny-bert' has 2 layers, so --depths must lie within 0\.\.2",
+        (0,): r"--depths \[0\] leaves out depths \[1\] that heads read.*has 2 layers",
+        (): r"--depths is empty",
+    }
+    for depths, message in cases.items():
+        with pytest.raises(RepositoryError, match=message):
+            build_repository(heads, out=tmp_path / "never", backbone=tiny_backbone.path, depths=list(depths))
+    deep = head_dirs["sst2"]  # a MiniLM head at depth 3
+    with pytest.raises(RepositoryError, match=r"heads read depths \[3\] outside 0\.\.2 \(sst2 reads 3\).*--depths.*another backbone"):
+        build_repository([deep], out=tmp_path / "never", backbone=tiny_backbone.path)
+    assert not (tmp_path / "never").exists()
