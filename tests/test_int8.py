@@ -292,3 +292,59 @@ def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_r
         quantised_copy(built_repo.repo, into, overwrite=existing == "foreign")
     assert (_tree(into) if into.exists() else None) == before
     assert _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- a backbone that is not MiniLM's 384 wide
+
+
+@pytest.fixture(scope="module")
+def narrow_repo(tmp_path_factory, backbone):
+    """A repository on a random 128-wide BERT (2 layers, 2 attention heads) in Hugging Face layout."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from export.repository import build_repository
+    from trunkserve.backbone import load_backbone
+    from trunkserve.synthetic import make_untrained_head
+
+    root = tmp_path_factory.mktemp("narrow")
+    folder = root / "bert-h128"
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512,
+                                  vocab_size=backbone.config.vocab_size)
+    transformers.BertModel(cfg).save_pretrained(str(folder))
+    for f in backbone.tokenizer_files():
+        shutil.copy2(f, folder / f.name)
+    narrow = load_backbone(folder)
+    assert narrow.config.hidden_size == 128 and (folder / "model.safetensors").exists()
+    heads = [make_untrained_head(narrow, root / "heads/sst2", "sst2", branch_layer=1, seed=0, logit_scale=50.0),
+             make_untrained_head(narrow, root / "heads/stsb", "stsb", task_type="regression", branch_layer=1, seed=1)]
+    return build_repository(heads, root / "repo", backbone=folder, depths=[1]).repo
+
+
+def test_repository_sizes_come_from_the_repository(built_repo, narrow_repo):
+    from loadtest.tuning import GraphSizes, repository_sizes
+
+    assert repository_sizes(narrow_repo) == GraphSizes(hidden_size=128, num_heads=2, vocab_size=30522)
+    assert repository_sizes(built_repo.repo) == GraphSizes(hidden_size=384, num_heads=12, vocab_size=30522)
+
+
+def test_a_128_wide_backbone_is_quantised_and_serves_valid_outputs(narrow_repo, tmp_path):
+    from export.quantised import FLOAT32_REFERENCE, trunk_quantisation
+
+    q = quantised_copy(narrow_repo, tmp_path / "q")
+    assert trunk_quantisation(q) == "int8-matmul-per-channel" and (q / "trunk/1" / FLOAT32_REFERENCE).exists()
+    for model in ("trunk", "head_sst2", "head_stsb"):
+        assert _quantised_ops(q / model / "1/model.onnx") > 0, model
+        assert all(s.size in (1, 2, 128, 512) for s in _weight_scales(q / model / "1/model.onnx"))  # per column of a 128-wide BERT
+    pipeline = MergedPipeline(q, intra_op_threads=1)
+    ids = pipeline.tokenizer.encode(["a fine film", "dull", "it was neither good nor bad"], ["", "", ""]).as_dict()
+    hidden = pipeline.trunk(ids)
+    assert hidden["hidden_1"].shape == (*ids["input_ids"].shape, 128)
+    outputs = {e.task: out for (e, _), out in zip(pipeline.heads, pipeline.run(ids))}
+    assert outputs["sst2"]["logits"].shape == outputs["sst2"]["probabilities"].shape == (3, 2)
+    np.testing.assert_allclose(outputs["sst2"]["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+    assert outputs["stsb"]["score"].shape == (3, 1)
+    assert all(np.isfinite(v).all() for out in outputs.values() for v in out.values())
