@@ -104,6 +104,14 @@ class AccessDenied(HotswapError):
     """Triton refused the model-repository API: the admin key is missing or wrong."""
 
 
+class AdminKeyMissing(AccessDenied):
+    """The repository API is restricted and no admin key was given (neither --admin-key nor the environment)."""
+
+
+class AdminKeyRefused(AccessDenied):
+    """A key was sent and Triton refused it: a wrong key, or a header name the server does not check."""
+
+
 class CanaryFailed(HotswapError):
     """The served head did not reproduce the artefact's reference outputs."""
 
@@ -141,6 +149,7 @@ class ServerControl:
         # (HTTP takes the header as written); the server flags name <header> alike for both.
         if protocol == "grpc" and not header.startswith("triton-grpc-protocol-"):
             header = f"triton-grpc-protocol-{header}"
+        self.header = header
         self.headers = {header: key} if key else None
         if protocol == "http":
             import tritonclient.http as mod
@@ -159,13 +168,19 @@ class ServerControl:
         except Exception as exc:
             text = str(exc)
             if "403" in text or "restricted" in text.lower() or "PERMISSION_DENIED" in text:
-                raise AccessDenied(
-                    f"{what}: Triton at {self.url} refused the model-repository API ({text.strip()}); pass the key "
-                    f"with --admin-key or ${ADMIN_KEY_ENV} (header name: --admin-header or ${ADMIN_HEADER_ENV})"
-                ) from exc
+                raise self._denied(what, text.strip()) from exc
             if is_connection_error(exc):
                 raise ServerUnavailable(f"{what}: cannot reach Triton at {self.url} ({text.strip()})") from exc
             raise HotswapError(f"{what}: Triton said: {text.strip()}") from exc
+
+    def _denied(self, what: str, said: str) -> AccessDenied:
+        """Why Triton refused: no key was sent, or the one sent did not match (the two need different fixes)."""
+        where = f"{what}: Triton at {self.url} refused the model-repository API ({said})"
+        if self.headers is None:
+            return AdminKeyMissing(f"{where}: the server's repository API needs the admin key: pass --admin-key "
+                                   f"or set {ADMIN_KEY_ENV}")
+        return AdminKeyRefused(f"{where}: the admin key was refused by the server (wrong key, or header name differs: "
+                               f"--admin-header); it was sent in header {self.header!r}")
 
     #: A model name no repository holds: unloading it is a no-op in explicit mode and refused in any other.
     PROBE = "__trunkserve_probe__"
@@ -836,6 +851,8 @@ def _in_multitask(repo: Path, task: str) -> bool:
 __all__ = [
     "ADMIN_KEY_ENV",
     "AccessDenied",
+    "AdminKeyMissing",
+    "AdminKeyRefused",
     "CanaryFailed",
     "DeployedTrunk",
     "HeadRejected",

@@ -24,6 +24,8 @@ import tritonclient.http as httpclient
 from client.api import TrunkserveClient, UnknownTask
 from export.hotswap import (
     AccessDenied,
+    AdminKeyMissing,
+    AdminKeyRefused,
     CanaryFailed,
     HeadRejected,
     HotswapError,
@@ -284,7 +286,7 @@ def test_unreachable_server_is_reported_before_anything_changes(srv, new_heads):
     assert tree_digest(repo) == files
 
 
-def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads):
+def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads, monkeypatch):
     repo = Path(srv.repository)
     with pytest.raises(Exception, match=f"403.*{HEADER}"):
         client.load_model("sst2")
@@ -293,9 +295,22 @@ def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads)
     assert client.is_model_ready("sst2")
     assert infer(client, "sst2", TEXTS, ["probabilities"], PAIRS).as_numpy("probabilities").shape == (2, 2)
     files = tree_digest(repo)
-    for key in (None, "wrong-key"):
-        with pytest.raises(AccessDenied, match="refused the model-repository API"):
-            add_head(new_heads["qnli"], repo, ServerControl(srv.http_url, admin_key=key))
+    monkeypatch.delenv("TRUNKSERVE_ADMIN_KEY", raising=False)
+    monkeypatch.delenv("TRUNKSERVE_ADMIN_HEADER", raising=False)
+    # a missing key and a refused one need different fixes, so they are told apart (both are AccessDenied)
+    missing = "refused the model-repository API.*the server's repository API needs the admin key: pass --admin-key or set TRUNKSERVE_ADMIN_KEY"
+    refused = r"the admin key was refused by the server \(wrong key, or header name differs: --admin-header\)"
+    # the header sent is named (over gRPC with Triton's metadata prefix)
+    cases = [(None, None, AdminKeyMissing, missing), ("wrong-key", None, AdminKeyRefused, refused + f".*{HEADER}'"),
+             (KEY, "x-other-header", AdminKeyRefused, refused + ".*x-other-header'")]
+    for key, header, error, message in cases:
+        with pytest.raises(error, match=message) as exc:
+            add_head(new_heads["qnli"], repo, ServerControl(srv.http_url, admin_key=key, admin_header=header))
+        assert isinstance(exc.value, AccessDenied)
+        if error is AdminKeyRefused:
+            assert "needs the admin key" not in str(exc.value)
+        with pytest.raises(error, match=message):
+            ServerControl(srv.grpc_url, protocol="grpc", admin_key=key, admin_header=header).check()
     assert tree_digest(repo) == files
     # gRPC: same restriction through --grpc-restricted-protocol
     g = grpcclient.InferenceServerClient(srv.grpc_url)
@@ -320,7 +335,9 @@ def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads)
     env.pop("TRUNKSERVE_ADMIN_KEY", None)
     cmd = [sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--url", srv.http_url]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 2 and "AccessDenied" in p.stderr and "TRUNKSERVE_ADMIN_KEY" in p.stderr
+    assert p.returncode == 2 and "AdminKeyMissing" in p.stderr and "pass --admin-key or set TRUNKSERVE_ADMIN_KEY" in p.stderr
+    p = subprocess.run(cmd + ["--admin-key", "wrong-key"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "AdminKeyRefused" in p.stderr and "wrong key, or header name differs" in p.stderr
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, TRUNKSERVE_ADMIN_KEY=KEY), timeout=300)
     assert p.returncode == 0 and "READY" in p.stdout
     trunk_unchanged(srv, client)
