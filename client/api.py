@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -71,6 +71,15 @@ class _TaskOutputs:
         }
 
 
+#: The head config's parameter that says whether the head was trained on text pairs ("true"/"false").
+PAIR_PARAMETER = "pair"
+
+
+def trained_on_pairs(parameters: Mapping[str, str]) -> bool | None:
+    """What a head's config says about pairs: True, False, or None (heads exported before it was recorded)."""
+    return {"true": True, "false": False}.get(parameters.get(PAIR_PARAMETER, "").strip().lower())
+
+
 def _status(exc: BaseException) -> str:
     """tritonclient's status of a failed call ("400" over HTTP, "StatusCode.INVALID_ARGUMENT" over gRPC), or ""."""
     status = getattr(exc, "status", None)
@@ -110,6 +119,20 @@ class TrunkserveClient:
         ready = set(self._call(self.transport.ready_models))
         tasks = sorted(m for m in ready if f"head_{m}" in ready)
         return tasks + ([MULTITASK] if MULTITASK in ready else [])
+
+    def head_trained_on_pairs(self, task: str) -> bool | None:
+        """Whether ``head_<task>`` was trained on text pairs, from its served config; None when unknown.
+
+        Why it never raises: it only decides a warning, so a server that cannot say
+        (an older head, a restricted config API, an unknown task) must not fail the call.
+        ``multitask`` has no head of its own: None.
+        """
+        if task == MULTITASK:
+            return None
+        try:
+            return trained_on_pairs(self.transport.model_parameters(f"head_{task}"))
+        except Exception:
+            return None
 
     def _layout(self, task: str) -> list[_TaskOutputs]:
         if task in self._layouts:

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .api import ClientError, InvalidInput, TrunkserveClient
+from .api import MULTITASK, ClientError, InvalidInput, TrunkserveClient
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +72,24 @@ def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
     return texts, pairs
 
 
+def missing_pair_warning(task: str, on_pairs: bool | None, pairs: list[str] | None) -> str | None:
+    """The warning for a pair head called with an input that has no second text, or None.
+
+    Why: a head trained on pairs still answers for one sentence, silently, and the answer
+    means little. Only a head that says it was trained on pairs is warned about
+    (``on_pairs`` is None for older heads and for ``multitask``, whose heads differ).
+    """
+    if task == MULTITASK or on_pairs is not True or (pairs is not None and all(p for p in pairs)):
+        return None
+    return f"task {task!r} was trained on text pairs; pass --pair (or text_pair in JSONL) or the answer may be meaningless"
+
+
+def _warn_if_pairs_missing(client: TrunkserveClient, task: str, pairs: list[str] | None) -> None:
+    warning = missing_pair_warning(task, client.head_trained_on_pairs(task), pairs)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _infer(client: TrunkserveClient, args) -> int:
     if args.file:
         texts, pairs = read_jsonl(args.file)
@@ -84,9 +102,12 @@ def _infer(client: TrunkserveClient, args) -> int:
     size = max(1, args.batch_size)
     for start in range(0, len(texts), size):
         chunk_pairs = None if pairs is None else pairs[start : start + size]
-        for item in client.infer(args.task, texts[start : start + size], chunk_pairs):
+        items = client.infer(args.task, texts[start : start + size], chunk_pairs)
+        if start == 0:  # once, and only once the server has answered (an unknown task or a down server says so first)
+            _warn_if_pairs_missing(client, args.task, pairs)
+        for n, item in enumerate(items, start=start + 1):
             if item["truncated"]:
-                print(f"warning: input {start + 1} was longer than the server's max length and was truncated", file=sys.stderr)
+                print(f"warning: input {n} was longer than the server's max length and was truncated", file=sys.stderr)
             print(json.dumps(item, ensure_ascii=False))
     return 0
 

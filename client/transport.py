@@ -116,6 +116,14 @@ class Transport:
             meta = self.client.get_model_metadata(model, as_json=True)
         return {o["name"]: [int(d) for d in o["shape"]] for o in meta["outputs"]}
 
+    def model_parameters(self, model: str) -> dict[str, str]:
+        """A model's config parameters (their string values): what the exporter recorded about it, e.g. a head's ``pair``."""
+        if self.protocol == "http":
+            cfg = self.client.get_model_config(model)
+        else:
+            cfg = self.client.get_model_config(model, as_json=True, client_timeout=self.timeout_s).get("config", {})
+        return {k: str(v.get("string_value", "")) for k, v in (cfg.get("parameters") or {}).items()}
+
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[tuple[str, int]]):
         """``outputs``: (name, class_count) pairs; class_count 0 means the raw tensor."""
         infer_inputs = []

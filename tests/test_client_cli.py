@@ -115,3 +115,53 @@ def test_jsonl_rows_that_are_not_text_are_refused_with_their_line(tmp_path):
 def test_a_malformed_url_is_bad_input_without_a_traceback(url):
     p = run_cli("tasks", "--url", url)
     assert p.returncode == 2 and "--url must be host:port" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- a pair head called without its second text
+
+
+@pytest.fixture(scope="module")
+def pair_server(built_repo, tmp_path_factory):
+    """A copy of the test repository whose head_mrpc says ``pair: "true"`` (as the exporter now records), served.
+
+    Only what the ``mrpc`` and ``sst2`` ensembles need is copied (fewer models to start);
+    head_sst2 keeps no ``pair`` parameter, like a head exported before it was recorded.
+    """
+    import shutil
+
+    from export import configs
+    from trunkserve.server import TritonProcess
+
+    root = tmp_path_factory.mktemp("pair_repo")
+    repo = root / "model_repository"
+    for model in ("tokenizer", "trunk", "head_mrpc", "mrpc", "head_sst2", "sst2"):
+        shutil.copytree(built_repo.repo / model, repo / model)
+    cfg = configs.read_config(repo / "head_mrpc")
+    cfg.parameters["pair"].string_value = "true"
+    configs.write_config(repo / "head_mrpc", cfg)
+    proc = TritonProcess(repo, root / "tritonserver.log", extra_args=["--model-control-mode=explicit", "--load-model=*"])
+    proc.start()
+    yield proc
+    assert proc.stop() == 0, proc.log_tail()
+
+
+PAIR_WARNING = ("warning: task 'mrpc' was trained on text pairs; pass --pair (or text_pair in JSONL) "
+                "or the answer may be meaningless")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_pair_head_without_its_pair_answers_with_one_warning(pair_server, tmp_path, protocol):
+    url = pair_server.http_url if protocol == "http" else pair_server.grpc_url
+    base = ("infer", "--url", url, "--protocol", protocol)
+    alone = run_cli(*base, "--task", "mrpc", "He left early.", "Rain again.")
+    assert len(_lines(alone)) == 2 and alone.stderr.count(PAIR_WARNING) == 1, alone.stderr
+    paired = run_cli(*base, "--task", "mrpc", "He left early.", "--pair", "He went home early.")
+    assert len(_lines(paired)) == 1 and "warning" not in paired.stderr, paired.stderr
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "A man sings.", "text_pair": "A man is singing."}\n{"text": "no pair here"}\n')
+    jsonl = run_cli(*base, "--task", "mrpc", "--file", str(f), "--batch-size", "1")
+    assert len(_lines(jsonl)) == 2 and jsonl.stderr.count(PAIR_WARNING) == 1, jsonl.stderr
+    f.write_text('{"text": "A man sings.", "text_pair": "A man is singing."}\n')
+    assert "warning" not in run_cli(*base, "--task", "mrpc", "--file", str(f)).stderr
+    old_head = run_cli(*base, "--task", "sst2", "a great movie")  # no pair parameter: nothing to say
+    assert len(_lines(old_head)) == 1 and old_head.stderr == "", old_head.stderr
