@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN
 
-from .cli import COMMANDS, _ints, add_serving_options, head_folders, serving_options
+from .cli import BACKBONE_HELP, BUCKETS_HELP, COMMANDS, MAX_SEQ_LEN_HELP, _ints, add_serving_options, head_folders, serving_options
 from .errors import ExportError
 
 
@@ -42,11 +42,12 @@ def _baseline(args) -> int:
 def register(sub) -> None:
     b = sub.add_parser("baseline", help="write the single-task repository: one full model per task (cost baseline)")
     b.add_argument("--heads", type=Path, nargs="+", default=[Path("artifacts/heads")], help="head folders (tasks, types, labels)")
-    b.add_argument("--tasks", default=None, help="instead of --heads: e.g. sst2,mrpc,stsb:regression")
-    b.add_argument("--out", type=Path, default=Path("baseline_repository"))
-    b.add_argument("--backbone", type=Path, default=None)
-    b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
-    b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS))
+    b.add_argument("--tasks", default=None,
+                   help="instead of --heads: e.g. sst2,mrpc,stsb:regression (default: none, the tasks of --heads)")
+    b.add_argument("--out", type=Path, default=Path("baseline_repository"), help="repository folder to write")
+    b.add_argument("--backbone", type=Path, default=None, help=BACKBONE_HELP)
+    b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN, help=MAX_SEQ_LEN_HELP)
+    b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS), help=BUCKETS_HELP)
     add_serving_options(b)
     b.set_defaults(func=_baseline)
 

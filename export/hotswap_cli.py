@@ -32,8 +32,9 @@ def _server(args):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="the repository folder the server serves")
-    p.add_argument("--url", default=None, help="Triton (explicit model-control mode), e.g. localhost:8000; omit: offline")
-    p.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    p.add_argument("--url", default=None, help="Triton to change as well (explicit model-control mode), e.g. "
+                   "localhost:8000 (default: none, only the repository folder is edited)")
+    p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="the protocol --url speaks")
     p.add_argument("--admin-key", default=None, help="model-repository API key (default: $TRUNKSERVE_ADMIN_KEY)")
     p.add_argument("--admin-header", default=None, help="its header name (default: $TRUNKSERVE_ADMIN_HEADER or x-trunkserve-admin-key)")
     p.add_argument("--lock-timeout", type=float, default=120.0, help="seconds to wait for another operation's lock")
@@ -108,12 +109,12 @@ def register(sub) -> None:
     s.set_defaults(func=_run(_swap))
 
     r = sub.add_parser("remove-head", help="take a task out of multitask, then unload its ensemble and head")
-    r.add_argument("task")
+    r.add_argument("task", help="the task to take out")
     _common(r)
     r.set_defaults(func=_run(_remove))
 
     ls = sub.add_parser("list-heads", help="heads in the repository (and their state on the server with --url)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     _common(ls)
     ls.set_defaults(func=_run(_list))
 

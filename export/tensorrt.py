@@ -81,8 +81,8 @@ def _run(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-plans", help="build TensorRT plans for a --backend tensorrt repository (on the GPU)")
-    p.add_argument("--repo", type=Path, default=Path("model_repository"))
-    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="repository built with --backend tensorrt")
+    p.add_argument("--max-seq-len", type=int, default=128, help="longest sequence the plans' optimisation profile takes")
     p.add_argument("--fp32", action="store_true", help="no --fp16")
     p.add_argument("--dry-run", action="store_true", help="print the trtexec commands only")
     p.set_defaults(func=_run)

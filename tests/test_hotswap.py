@@ -344,3 +344,32 @@ def test_a_repository_built_before_the_backbone_was_recorded_says_unknown(repo, 
     assert TrunkInfo.read(repo).backbone == "unknown"
     with pytest.raises(HeadRejected, match="the deployed trunk is 'unknown' .*the fingerprints differ"):
         add_head(bad_heads["wrong_fingerprint"][0], repo)
+
+
+# ---------------------------------------------------------------- CLI help
+
+
+def test_every_export_option_has_help_and_shows_its_default():
+    """Walk ``python -m export``'s sub-parsers: each option explains itself and says what it is when not given."""
+    import argparse
+
+    from export.cli import parser
+
+    (sub,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"build", "untrained-head", "show", "add-head", "swap-head", "remove-head", "list-heads", "baseline",
+            "build-plans"} <= set(sub.choices)
+    assert all(c.help for c in sub._choices_actions)
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help.strip(), f"{what}: no help text"
+            if action.option_strings and not action.required:
+                assert "default" in formatter._expand_help(action), f"{what}: the help does not show the default"
+        command.format_help()  # renders (a stray '%' in a help text would raise here)
+    build = " ".join(sub.choices["build"].format_help().split())
+    for shown in ("(default: 64)", "(default: 32,64)", "(default: artifacts/heads)", "(default: off)", "(default: python-onnxruntime)"):
+        assert shown in build
+    assert "(default: 120.0)" in " ".join(sub.choices["add-head"].format_help().split())
