@@ -21,20 +21,35 @@ from pathlib import Path
 from .api import MULTITASK, ClientError, InvalidInput, TrunkserveClient
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, so ``--help`` says what a bare call does; a required one has none."""
+
+    def _get_help_string(self, action):
+        return action.help if action.required else super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m client", description="Call a trunkserve Triton deployment.")
+    p = argparse.ArgumentParser(prog="python -m client", description="Call a trunkserve Triton deployment.",
+                                formatter_class=HelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TRUNKSERVE_URL"), help="host:port (default localhost:8000 http / 8001 grpc)")
-    common.add_argument("--protocol", choices=("http", "grpc"), default=os.environ.get("TRUNKSERVE_PROTOCOL", "http"))
-    common.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (> 0)")
+    common.add_argument("--url", default=os.environ.get("TRUNKSERVE_URL"),
+                        help="Triton's host:port, from $TRUNKSERVE_URL if set; None: localhost:8000 over http, localhost:8001 over grpc")
+    common.add_argument("--protocol", choices=("http", "grpc"), default=os.environ.get("TRUNKSERVE_PROTOCOL", "http"),
+                        help="how to call Triton, from $TRUNKSERVE_PROTOCOL if set")
+    common.add_argument("--timeout", type=_seconds, default=30.0,
+                        help="seconds to wait for the server (> 0): HTTP's connection and network timeouts, each gRPC call's deadline")
     sub = p.add_subparsers(dest="command", required=True)
-    inf = sub.add_parser("infer", parents=[common], help="predict for texts")
-    inf.add_argument("texts", nargs="*", help="input sentences")
-    inf.add_argument("--task", required=True, help="a served task, or 'multitask' for all heads")
-    inf.add_argument("--pair", action="append", default=None, help="second sentence for pair tasks (once per text)")
-    inf.add_argument("--file", type=Path, help="JSONL with 'text' and optional 'text_pair' per line")
-    inf.add_argument("--batch-size", type=int, default=16, help="texts per request for --file")
-    sub.add_parser("tasks", parents=[common], help="list served tasks")
+    inf = sub.add_parser("infer", parents=[common], help="predict for texts", formatter_class=HelpFormatter,
+                         description="Predict for texts: one JSON object per input on stdout.")
+    inf.add_argument("texts", nargs="*", help="input sentences (or --file)")
+    inf.add_argument("--task", required=True, help="a served task (see the 'tasks' command), or 'multitask' for every head")
+    inf.add_argument("--pair", action="append", default=None,
+                     help="second sentence of a pair task, once per text in their order (a pair head warns without it)")
+    inf.add_argument("--file", type=Path, default=None,
+                     help="JSONL instead of texts: an object per line with 'text' and optional 'text_pair'")
+    inf.add_argument("--batch-size", type=int, default=16, help="texts per request")
+    sub.add_parser("tasks", parents=[common], help="list served tasks", formatter_class=HelpFormatter,
+                   description="List the served tasks as JSON.")
     return p
 
 

@@ -333,21 +333,25 @@ def markdown(res: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest.int8", description=__doc__.split("\n")[0])
-    p.add_argument("--heads", type=Path, nargs="+", help="trained head folders, or folders of them (the study)")
+    p = argparse.ArgumentParser(prog="python -m loadtest.int8", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--heads", type=Path, nargs="+", default=None,
+                   help="the study: trained head folders, or folders of them")
     p.add_argument("--quantise", type=Path, default=None, metavar="REPO",
                    help="instead of the study: write an int8 copy of this built repository to --into")
-    p.add_argument("--into", type=Path, default=None)
+    p.add_argument("--into", type=Path, default=None, metavar="DIR",
+                   help="with --quantise: where the copy goes (empty, missing, or an earlier --quantise output)")
     p.add_argument("--overwrite", action="store_true",
                    help="with --quantise: replace --into even if it holds something other than an earlier int8 copy")
     p.add_argument("--scheme", default=DEFAULT_SCHEME, choices=list(SCHEMES), help="with --quantise: which graphs, and how")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="the study: comma-separated schemes to compare with float32")
-    p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-int8"))
-    p.add_argument("--glue-dir", type=Path, default=None)
-    p.add_argument("--max-rows", type=int, default=None, help="score only the first N dev rows per task")
-    p.add_argument("--speed-s", type=float, default=8.0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", type=Path, default=Path("reports"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/trunkserve-int8"),
+                   help="the study: where the float32 repository and its quantised copies are built")
+    p.add_argument("--glue-dir", type=Path, default=None, help="the study: GLUE folder; None: $GLUE_DIR, else ../shared/glue")
+    p.add_argument("--max-rows", type=int, default=None, help="the study: score only the first N dev rows per task; None: all")
+    p.add_argument("--speed-s", type=float, default=8.0, help="the study: seconds of in-process timing per variant")
+    p.add_argument("--batch-size", type=int, default=16, help="the study: batch size of the timing")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="the study: folder for int8-accuracy.json and .md")
     return p
 
 

@@ -56,3 +56,44 @@ def test_reading_the_head_config_never_fails_the_call(answer, want):
     client.transport = _Transport(answer)
     assert client.head_trained_on_pairs("mrpc") is want and client.transport.asked == ["head_mrpc"]
     assert client.head_trained_on_pairs("multitask") is None and client.transport.asked == ["head_mrpc"]
+
+
+# ---------------------------------------------------------------- every option says what it does and its default
+
+
+def _parsers(parser):
+    """``parser`` and every subcommand's parser under it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def _cli_parsers():
+    from client.cli import _parser as client_parser
+    from loadtest.int8 import _parser as int8_parser
+
+    return [("python -m client", client_parser()), ("python -m loadtest.int8", int8_parser())]
+
+
+@pytest.mark.parametrize("name, root", _cli_parsers(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_option_has_help_that_shows_its_default(name, root):
+    import argparse
+
+    for parser in _parsers(root):
+        text = "".join(parser.format_help().split())  # argparse wraps lines, even inside a default
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if isinstance(action, argparse._SubParsersAction):
+                assert all(c.help for c in action._choices_actions), f"{what}: a subcommand without help"
+                continue
+            assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, f"{what}: no help"
+            if action.required:
+                continue  # a required option has no default to show
+            shown = "".join(f"(default: {action.default})".split())
+            assert shown in text, f"{what}: default {action.default!r} not shown in --help"
