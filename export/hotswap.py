@@ -63,6 +63,7 @@ from .repository import (
     head_model_name,
     labels_of,
     read_head_entry,
+    read_head_pair,
     scan_heads,
     write_head_model,
     write_multitask_ensemble,
@@ -676,6 +677,9 @@ def swap_head(
             ]
             if insp.meta.labels != labels_of(repo, task):
                 mismatch.append(f"labels {labels_of(repo, task)} -> {insp.meta.labels}")
+            pair = read_head_pair(repo, task)  # the config (kept on a swap) tells clients whether to send text pairs
+            if None not in (pair, insp.meta.pair) and pair != insp.meta.pair:
+                mismatch.append(f"pair {pair} -> {insp.meta.pair}")
             if mismatch:
                 raise HeadRejected(
                     f"task {task!r}: a new version must keep the interface the ensembles route to ({'; '.join(mismatch)}); "

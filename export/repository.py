@@ -228,11 +228,27 @@ def write_head_model(
             "branch_layer": meta.branch_layer,
             "num_labels": meta.num_labels,
             "trunk_fingerprint": meta.trunk_fingerprint,
+            **pair_parameter(meta.pair),
         }
         _graph_model(folder, spec, opts, opts.head_instances, params, labelled)
     elif opts.backend == PYTHON_ORT:
         write_shim(folder / version, ONNX_MODEL)
     return entry, report
+
+
+def pair_parameter(pair: bool | None) -> dict[str, str]:
+    """``pair`` as a config parameter ("true"/"false"; absent when the head does not record it).
+
+    Why in the config: a client reads Triton's model config anyway (labels,
+    outputs), so it learns there whether to send ``text_pair`` without the artefact.
+    """
+    return {} if pair is None else {"pair": "true" if pair else "false"}
+
+
+def read_head_pair(repo: Path, task: str) -> bool | None:
+    """The deployed head's ``pair`` parameter (None where its config has none)."""
+    p = configs.read_config(Path(repo) / head_model_name(task)).parameters
+    return None if "pair" not in p else p["pair"].string_value == "true"
 
 
 def read_head_entry(repo: Path, task: str) -> HeadEntry:

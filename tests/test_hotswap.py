@@ -373,3 +373,26 @@ def test_every_export_option_has_help_and_shows_its_default():
     for shown in ("(default: 64)", "(default: 32,64)", "(default: artifacts/heads)", "(default: off)", "(default: python-onnxruntime)"):
         assert shown in build
     assert "(default: 120.0)" in " ".join(sub.choices["add-head"].format_help().split())
+
+
+# ---------------------------------------------------------------- text pairs
+
+
+def test_pair_is_published_in_the_head_config(repo, new_heads, tmp_path):
+    """``head.json``'s ``pair`` reaches ``head_<task>/config.pbtxt`` (a client reads it there); unrecorded: no parameter."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    def parameters(task: str) -> dict[str, str]:
+        cfg = text_format.Parse((repo / f"head_{task}" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        return {k: v.string_value for k, v in cfg.parameters.items()}
+
+    add_head(copy_head(new_heads["qnli"], tmp_path / "qnli", pair=True), repo)
+    add_head(copy_head(new_heads["cola"], tmp_path / "cola", pair=False), repo)
+    assert parameters("qnli")["pair"] == "true" and parameters("cola")["pair"] == "false"
+    assert "pair" not in parameters("sst2")  # built from a head that does not record it
+    before = tree_digest(repo)
+    with pytest.raises(HeadRejected, match="must keep the interface.*pair False -> True"):
+        swap_head(copy_head(new_heads["cola_v2"], tmp_path / "cola_v2", pair=True), repo)
+    assert tree_digest(repo) == before
+    assert swap_head(copy_head(new_heads["cola_v2"], tmp_path / "cola_v2_single", pair=False), repo).version == 2
