@@ -99,7 +99,7 @@ def test_trunk_frozen_bit_identical_and_student_init(bb, sst2):
     trunk = sst2.caches["train"].trunk
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     bb_before = {k: v.clone() for k, v in bb.state_dict.items()}
-    opts = HeadOptions(epochs=1, progress=False, full_baseline=True, max_val=30)
+    opts = HeadOptions(epochs=1, min_steps=0, progress=False, full_baseline=True, max_val=30)
     res = run_seed(bb, sst2, opts, seed=0, cands=[(3, 3, 1)], log=lambda *_: None)
     assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
     assert all(not p.requires_grad for p in trunk.parameters())
@@ -170,7 +170,7 @@ def test_run_options_that_would_train_nothing_or_the_wrong_rows_are_refused(caps
 @needs_glue
 def test_train_heads_writes_exportable_heads(bb, tmp_path):
     res = train_heads(["stsb"], glue_dir=GLUE, out=tmp_path / "heads", max_train=250, epochs=1, max_val=30,
-                      max_dev=60, depths=(3,), progress=False, log=lambda *_: None)
+                      max_dev=60, depths=(3,), min_steps=0, quality_gate="warn", progress=False, log=lambda *_: None)
     head, meta = load_head(tmp_path / "heads/stsb")
     assert meta.task == "stsb" and meta.task_type == "regression" and meta.labels == ["score"]
     assert meta.branch_layer == 3 and meta.num_layers == 1 == head.num_layers
@@ -179,7 +179,7 @@ def test_train_heads_writes_exportable_heads(bb, tmp_path):
     assert "pearson" in meta.metrics["dev"]["dev"] and res["stsb"]["k"] == 3
     canary = read_canary(tmp_path / "heads/stsb")
     assert len(canary["outputs"]["score"]) == len(canary["texts"])
-    _, tmeta = load_head(tmp_path / "teachers/stsb")
+    _, tmeta = load_head(tmp_path / "teachers/heads/stsb")
     assert tmeta.num_layers == 3 and tmeta.training["role"] == "teacher"
     # the canary is reproducible from the folder alone
     trunk = Trunk.from_state_dict(bb.config, bb.state_dict, (3,)).eval()
@@ -190,7 +190,7 @@ def test_train_heads_writes_exportable_heads(bb, tmp_path):
         out = head(trunk(t["input_ids"], t["attention_mask"], t["token_type_ids"])[0], t["attention_mask"])
     np.testing.assert_allclose(out.numpy(), np.array(canary["outputs"]["score"]), atol=1e-4)
     # the hidden-state ablation runs on the written teacher: the extra loss term changes what is learnt
-    ab = ablate_task(bb, "stsb", tmp_path / "teachers/stsb", 1, HeadOptions(max_train=250, epochs=1, max_val=30, max_dev=60,
+    ab = ablate_task(bb, "stsb", tmp_path / "teachers/heads/stsb", 1, HeadOptions(max_train=250, epochs=1, min_steps=0, max_val=30, max_dev=60,
                      depths=(3,), progress=False), glue_dir=GLUE, log=lambda *_: None)
     assert ab["k"] == 3 and set(ab["runs"]) == {"0.0", "1.0"}
     assert all(np.isfinite(r["dev"]) for r in ab["runs"].values())
@@ -208,7 +208,7 @@ def test_custom_task_end_to_end_and_cli(bb, tmp_path):
     f = tmp_path / "reviews.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows * 6) + "\n")
     train_heads("reviews", out=tmp_path / "heads", custom={"reviews": {"train": str(f), "dev": str(f)}}, epochs=1,
-                max_val=8, depths=(4,), progress=False, log=lambda *_: None)
+                max_val=8, min_steps=0, depths=(4,), progress=False, log=lambda *_: None)
     head, meta = load_head(tmp_path / "heads/reviews")
     assert meta.labels == ["bad", "good"] and meta.training["data"] == "custom" and meta.branch_layer == 4
     # the CLI reports data errors cleanly (exit 2, the missing file named)
@@ -268,7 +268,7 @@ def test_choice_ranks_by_the_mean_over_searched_seeds():
 @needs_glue
 def test_search_on_every_seed_scores_later_seeds_without_retraining(bb, tmp_path):
     res = train_heads(["stsb"], glue_dir=GLUE, out=tmp_path / "heads", max_train=150, epochs=1, max_val=30, max_dev=40,
-                      depths=(3,), search_student_layers=(1, 2), seeds=(0, 1), search_every_seed=True,
+                      depths=(3,), min_steps=0, search_student_layers=(1, 2), seeds=(0, 1), search_every_seed=True,
                       progress=False, log=lambda *_: None)["stsb"]
     first, second = res["seeds"]
     assert [(c["k"], c["m"]) for c in second["candidates"]] == [(c["k"], c["m"]) for c in first["candidates"]] == [(3, 1), (3, 2)]
@@ -315,14 +315,14 @@ def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
     worker; every score and the written heads' bytes stay those of the sequential run."""
     import hashlib
 
-    kw = dict(glue_dir=GLUE, max_train=160, epochs=1, max_val=30, max_dev=40, depths=(2, 3), search=True,
+    kw = dict(glue_dir=GLUE, max_train=160, epochs=1, min_steps=0, max_val=30, max_dev=40, depths=(2, 3), search=True,
               search_student_layers=(1, 2), seeds=(0, 1), full_baseline=True, layer_budget=0.5, progress=False)
     alone = train_heads(["rte", "mrpc"], out=tmp_path / "a/heads", log=lambda *_: None, **kw)
     lines = []
     shared = train_heads(["rte", "mrpc"], out=tmp_path / "b/heads", jobs=2, log=lines.append, **kw)
     assert _without_times(alone) == _without_times(shared)
     for task in ("rte", "mrpc"):
-        for role in ("heads", "teachers"):
+        for role in ("heads", "teachers/heads"):
             one, two = (hashlib.sha256((tmp_path / run / role / task / "weights.safetensors").read_bytes()).hexdigest()
                         for run in "ab")
             assert one == two, (task, role)
@@ -365,7 +365,7 @@ def _full_job_pool(bb, opts, workers=1):
 def test_a_failed_job_names_its_task_and_seed(bb):
     from training.parallel import FULL, Job, ParallelError
 
-    opts = HeadOptions(max_train=50, epochs=1, progress=False)
+    opts = HeadOptions(max_train=50, epochs=1, min_steps=0, progress=False)
     with _full_job_pool(bb, opts) as pool:
         pool.plan([Job(FULL, "nosuchtask", 3)])
         with pytest.raises(ParallelError, match=r"nosuchtask \(seed 3\).*unknown task"):
@@ -378,7 +378,7 @@ def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
     job it asked for runs in the worker, the smallest pending one."""
     from training.parallel import FULL, Job
 
-    opts = HeadOptions(max_train=60, max_val=20, max_dev=20, epochs=1, progress=False)
+    opts = HeadOptions(max_train=60, max_val=20, max_dev=20, epochs=1, min_steps=0, progress=False)
     jobs = [Job(FULL, "rte", seed, (), cost) for seed, cost in ((0, 1.0), (1, 4.0), (2, 2.0), (3, 3.0))]
     with _full_job_pool(bb, opts) as pool:
         pool.plan(jobs)  # the worker takes seed 1 (largest) at once
@@ -400,7 +400,8 @@ def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     p = subprocess.run(
         [sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(GLUE), "--max-train", "80",
-         "--epochs", "1", "--max-val", "20", "--max-dev", "20", "--depths", "3", "--full-baseline", "--jobs", "2",
+         "--epochs", "1", "--min-steps", "0", "--quality-gate", "warn", "--max-val", "20", "--max-dev", "20",
+         "--depths", "3", "--full-baseline", "--jobs", "2",
          "--no-progress", "--out", str(tmp_path / "heads"), "--summary", str(tmp_path / "s.json")],
         capture_output=True, text=True, env=env, timeout=600,
     )

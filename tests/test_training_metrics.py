@@ -48,7 +48,10 @@ def test_task_conventions():
     assert set(compute_metrics("cola", logits, y)) == {"mcc"}
     assert set(compute_metrics("sst2", logits, y)) == {"accuracy"}
     s = compute_metrics("stsb", np.array([[1.0], [2.0], [3.5]]), np.array([0.5, 2.5, 3.0]))
-    assert set(s) == {"pearson", "spearman"} and s["spearman"] == pytest.approx(1.0)
+    assert set(s) == {"pearson", "spearman", "mae", "rmse"} and s["spearman"] == pytest.approx(1.0)
+    # every prediction 0.5 off: MAE and RMSE 0.5, in label units, and not part of the headline
+    assert s["mae"] == pytest.approx(0.5) and s["rmse"] == pytest.approx(0.5)
+    assert headline(s) == pytest.approx(100 * (s["pearson"] + s["spearman"]) / 2)
     with pytest.raises(MetricError):
         compute_metrics("nope", logits, y)
     with pytest.raises(MetricError):

@@ -83,9 +83,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-student-ratio", type=float, default=DEFAULT_MIN_RATIO,
                    help="quality gate: a student passes when its validation score beats the majority-class baseline and "
                         "keeps at least this share of its teacher's")
-    p.add_argument("--quality-gate", choices=ON_FAIL, default="fallback",
+    p.add_argument("--quality-gate", choices=ON_FAIL, default=None,
                    help="a student that fails the gate: fallback ships the teacher's layers as the head when the teacher "
-                        "passes; refuse (or a teacher at chance too) writes the head marked failed and exits 3")
+                        "passes; refuse (or a teacher at chance too) writes the head marked failed and exits 3; warn ships "
+                        "the student marked failed and exits 0 (None: fallback for train-heads, warn for report)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per training example (longer text is truncated)")
     p.add_argument("--max-val", type=int, default=500, help="most rows in the validation split")
     p.add_argument("--max-dev", type=int, default=None, help="cap on dev rows scored (None: all)")
@@ -110,12 +111,14 @@ def options(a) -> dict:
         search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers,
         search_every_seed=a.search_every_seed, temperature=a.temperature, hidden_weight=a.hidden_weight,
         max_length=a.max_length, max_val=a.max_val, val_fraction=a.val_fraction, min_steps=a.min_steps,
-        refit_steps=a.refit_steps, min_ratio=a.min_student_ratio, quality_gate=a.quality_gate, max_dev=a.max_dev, full_baseline=a.full_baseline,
+        refit_steps=a.refit_steps, min_ratio=a.min_student_ratio, max_dev=a.max_dev, full_baseline=a.full_baseline,
         bf16=False if a.no_bf16 else None, cache_max_bytes=int(a.cache_max_gb * 2**30), backbone=a.backbone,
         progress=not a.no_progress, custom=dict(CustomTask.parse(s) for s in a.custom), jobs=a.jobs,
     )
     if a.depths:
         opts["depths"] = a.depths
+    if a.quality_gate:
+        opts["quality_gate"] = a.quality_gate
     return opts
 
 
@@ -172,7 +175,7 @@ def main(argv=None) -> int:
             o = options(a)
             results = train_heads(a.tasks, out=a.out, teachers_out=a.teachers_out, summary_path=a.summary,
                                   layer_budget=a.layer_budget, **o)
-            failed = [t for t, r in results.items() if not r["quality"]["passed"]]
+            failed = [t for t, r in results.items() if not r["quality"]["passed"] and r["quality_gate"] != "warn"]
             if failed:
                 print(f"error: quality gate failed for {', '.join(failed)}: written marked as failed "
                       f"(see the log above; export add-head refuses such a head unless --force)", file=sys.stderr)

@@ -511,7 +511,7 @@ def finish_task(jobs: "TaskJobs", search: TaskSearch, trial: Trial, out: Path, t
     verdict = gate(prep, opts, best["_trial"])
     shipped = "teacher" if verdict.decision == "teacher" else "student"
     majority = {"validation": prep.majority["val"], "dev": {sp: prep.majority[f"dev:{sp}"] for sp in prep.dev}}
-    summary.update(quality=verdict.to_dict(), shipped=shipped, majority=majority)
+    summary.update(quality=verdict.to_dict(), quality_gate=opts.quality_gate, shipped=shipped, majority=majority)
     s_metrics = {"dev": best[shipped]["dev"], "validation_score": best[shipped]["val"], "majority": majority,
                  "quality": verdict.to_dict(), "teacher_dev": best["teacher"]["dev"],
                  "dev_mean_over_seeds": summary[f"{shipped}_dev_mean"]}

@@ -12,7 +12,10 @@ the gate compares the student with its teacher and with that baseline:
   as the head** when the teacher itself passes the baseline test: a deeper, slower
   head that works, said loudly;
 * otherwise the head is written **marked failed** (``passed: false``), the CLI exits
-  3, and ``export add-head`` / ``swap-head`` refuse it unless ``--force``.
+  3, and ``export add-head`` / ``swap-head`` refuse it unless ``--force``;
+* ``on_fail="warn"`` ships the student whatever the verdict, recorded as it is (a
+  failed head is still refused at hot-add): what the GLUE study uses, since it
+  measures students, and what a run that must not stop can ask for.
 
 The decision, the rule and every score go to ``head.json`` (``metrics["quality"]``).
 """
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from .data.encode import Encoded
 
 DEFAULT_MIN_RATIO = 0.9
-ON_FAIL = ("fallback", "refuse")
+ON_FAIL = ("fallback", "refuse", "warn")
 
 
 class QualityError(ValueError):
@@ -98,6 +101,9 @@ def judge(
     else:
         why = f"student validation {s:.2f} is below {min_ratio:.0%} of the teacher's {t:.2f}"
     teacher_ok = _beats_chance(t, rm["t"], b, rm["b"])
+    if on_fail == "warn":
+        return Verdict(decision="student", passed=False, message=f"{why}; shipping the student anyway (--quality-gate "
+                       f"warn), marked as failed: export add-head/swap-head refuse it unless --force", **common)
     if on_fail == "fallback" and teacher_ok:
         return Verdict(decision="teacher", passed=True, message=f"{why}: shipping the teacher's layers as the head instead "
                        f"(validation {t:.2f}; more layers per request than a student)", **common)
