@@ -27,11 +27,12 @@ def _score(value) -> str | None:
 
 
 def _gate(quality: dict) -> str:
-    passed = quality.get("passed")
-    if passed is False:
+    passed, decision = quality.get("passed"), quality.get("decision")
+    if passed is False:  # training may still have written the student (--quality-gate warn): say which
         message = quality.get("message")
-        return "quality gate: FAILED" + (f" ({message})" if message else "")
-    shipped = _SHIPPED.get(quality.get("decision"), f"decision {quality.get('decision')!r}")
+        shipped = f", {_SHIPPED[decision]}" if decision in _SHIPPED else ""
+        return f"quality gate: FAILED{shipped}" + (f" ({message})" if message else "")
+    shipped = _SHIPPED.get(decision, f"decision {decision!r}")
     return f"quality gate: {'passed' if passed else 'not decided'}, {shipped}"
 
 

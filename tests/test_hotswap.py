@@ -396,3 +396,15 @@ def test_pair_is_published_in_the_head_config(repo, new_heads, tmp_path):
         swap_head(copy_head(new_heads["cola_v2"], tmp_path / "cola_v2", pair=True), repo)
     assert tree_digest(repo) == before
     assert swap_head(copy_head(new_heads["cola_v2"], tmp_path / "cola_v2_single", pair=False), repo).version == 2
+
+
+def test_a_failed_head_that_training_shipped_anyway_says_what_it_holds(new_heads):
+    """``--quality-gate warn`` writes the student marked failed: the line says both."""
+    from export.quality import describe
+    from trunkserve.artifacts import read_meta
+
+    meta = read_meta(new_heads["cola"])
+    meta.metrics = {"validation_score": 68.4, "quality": FAILED | {"decision": "student", "message": "shipping the student anyway"}}
+    assert describe(meta) == ("head cola: validation 68.4 (majority class 69.1, teacher 69.0; "
+                              "quality gate: FAILED, shipped the student (shipping the student anyway))")
+    assert meta.failed_gate
