@@ -243,3 +243,25 @@ def test_a_failed_head_is_refused_at_hot_add_unless_forced(intent, live, tmp_pat
     forced = run("-m", "export", "add-head", str(tmp_path / "heads/intent"), *url, "--force")
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert run("-m", "export", "remove-head", "intent", *url).returncode == 0
+
+
+def test_every_training_option_has_help_and_shows_its_default():
+    import argparse
+
+    from training.__main__ import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (name, action.dest)
+            if action.default is not None and action.default is not False and not action.required:
+                assert "%(default)" in action.help or isinstance(p.formatter_class, type) and issubclass(
+                    p.formatter_class, argparse.ArgumentDefaultsHelpFormatter), (name, action.dest)
+        assert "(default:" in text, name
+    th = sub.choices["train-heads"].format_help()
+    for words in (".csv, .tsv or .jsonl", "numeric order when all are integers", "share of the training rows held out",
+                  "(default: 0.1)", "(default: 150)"):
+        assert words in " ".join(th.split()), words

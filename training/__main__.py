@@ -134,7 +134,8 @@ def _passive_threads_or_reexec(a, argv) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "training", *sys.argv[1:]], {**os.environ, **PASSIVE})
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """Every subcommand's options (built here so a test can walk them)."""
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -165,8 +166,11 @@ def main(argv=None) -> int:
 
     rd = sub.add_parser("render", help="rewrite glue.md and glue.png from a report's glue.json", **fmt)
     rd.add_argument("--report", default="reports/glue.json", help="the report's glue.json")
+    return ap
 
-    a = ap.parse_args(argv)
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     _passive_threads_or_reexec(a, argv)
     try:
         if a.cmd == "train-heads":

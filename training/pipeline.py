@@ -324,7 +324,7 @@ def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=
         bb, prep.train, prep.val, d.num_labels, d.task_type, d.metric,
         opts.fit_config(seed, lr=opts.full_lr), desc=f"{d.name} full fine-tuning s={seed}",
     )
-    log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f}")
+    log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f} (majority class {prep.majority['val']['score']:.2f})")
     return {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
             "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
 
