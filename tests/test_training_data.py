@@ -10,7 +10,8 @@ import pytest
 from training.data.custom import load_custom_task
 from training.data.glue import GLUE_TASKS, default_glue_dir, load_glue_task, read_glue_split
 from training.data.types import DataError
-from training.pipeline import CustomTask, cap, carve_validation
+from training.options import CustomTask
+from training.prepare import cap, carve_validation
 
 SHARED = default_glue_dir()
 

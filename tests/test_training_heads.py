@@ -21,7 +21,10 @@ from training.ablation import ablate_task
 from training.distill import DistillError, distillation_loss, hidden_mse, init_student, soft_cross_entropy, train_student
 from training.loop import FitConfig
 from training.metrics import compute_metrics
-from training.pipeline import HeadOptions, PipelineError, TaskSearch, Trial, candidates, choose, merged_layers, prepare, run_seed, train_heads
+from training.options import HeadOptions, PipelineError
+from training.pipeline import TaskSearch, choose, merged_layers, train_heads
+from training.prepare import prepare
+from training.trials import Trial, candidates, run_seed
 from training.teacher import predict_head, train_teacher
 
 GLUE = default_glue_dir()
@@ -141,7 +144,7 @@ def test_candidates_respect_trunk_depths():
 
 def test_run_options_that_would_train_nothing_or_the_wrong_rows_are_refused(capsys):
     from training.__main__ import main
-    from training.pipeline import check_run_options
+    from training.options import check_run_options
 
     check_run_options(["sst2", "mrpc"], {"sst2": 100}, {"seeds": (0,)})  # fine
     bad = {
@@ -350,7 +353,7 @@ def test_workers_take_training_jobs_first_and_the_largest():
 
 def _full_job_pool(bb, opts, workers=1):
     from training.parallel import JobPool
-    from training.pipeline import full_result
+    from training.trials import full_result
 
     prep = {}
 

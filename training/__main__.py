@@ -95,6 +95,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-max-gb", type=float, default=DEFAULT_CACHE_BYTES / 2**30, help="bound on the trunk hidden-state cache")
     p.add_argument("--backbone", default=None, help="Hugging Face BERT folder (None: the packaged MiniLM-L6-H384)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for training (None: torch's own default, one per physical core)")
     p.add_argument("--jobs", type=int, default=1,
                    help="processes: with 2 or more, the training jobs (one per task, seed and branch depth, and the full "
                         "fine-tuning baselines) are shared with JOBS-1 workers (bit-identical results; a small gain on "
@@ -102,7 +104,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def options(a) -> dict:
-    from .pipeline import CustomTask
+    from .options import CustomTask
+
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
 
     opts = dict(
         glue_dir=a.glue_dir, max_train=a.max_train, epochs=a.epochs, student_epochs=a.student_epochs,

@@ -23,7 +23,10 @@ from trunkserve.artifacts import load_head
 from trunkserve.backbone import load_backbone
 
 from .distill import train_student
-from .pipeline import HeadOptions, dev_scores, prepare
+from .options import HeadOptions
+from .prepare import prepare
+from .report import write_markdown
+from .trials import dev_scores
 from .teacher import predict_head
 
 
@@ -60,8 +63,6 @@ def ablate_task(bb, task: str, teacher_dir: str | Path, num_layers: int, opts: H
 def hidden_ablation(report_json: str | Path, weights: Sequence[float] = (0.0, 1.0), seed: int = 0,
                     glue_dir: str | Path | None = None, backbone: str | Path | None = None, log=print) -> dict:
     """Students with each hidden-state weight in ``weights``, per task; updates ``glue.json`` and ``glue.md``."""
-    from .report import write_markdown
-
     path = Path(report_json)
     res = json.loads(path.read_text())
     bb = load_backbone(backbone)
@@ -76,36 +77,3 @@ def hidden_ablation(report_json: str | Path, weights: Sequence[float] = (0.0, 1.
     path.write_text(json.dumps(res, indent=1, default=str) + "\n")
     write_markdown(path.with_name("glue.md"), res)
     return res["hidden_ablation"]
-
-
-def ablation_markdown(ab: dict) -> list[str]:
-    """The ablation as a report section. The verdict needs validation *and* dev to agree:
-    choices are made on validation, and one seed of a small dev set moves by points."""
-    w0, w1 = (str(w) for w in ab["weights"][:2])
-    lines = ["", "## Hidden-state distillation (ablation)", "",
-             f"Each task's written teacher distilled again into the same student shape (seed {ab['seed']}, same data and "
-             f"validation split), with the logit loss only and with an added hidden-state MSE (weight {w1}) between each "
-             "student layer and its teacher layer. Produced by `python -m training hidden-ablation --report reports/glue.json`.", "",
-             "| task | k + m | logit loss only: validation / dev | + hidden-state MSE: validation / dev | change (validation / dev) |",
-             "|---|---|---|---|---|"]
-    val = {w: [] for w in (w0, w1)}
-    for task, t in ab["tasks"].items():
-        a, b = t["runs"][w0], t["runs"][w1]
-        val[w0].append(a["val"])
-        val[w1].append(b["val"])
-        lines.append(f"| {task} | {t['k']} + {t['m']} | {a['val']:.1f} / {a['dev']:.1f} | {b['val']:.1f} / {b['dev']:.1f} "
-                     f"| {b['val'] - a['val']:+.1f} / {b['dev'] - a['dev']:+.1f} |")
-    d0, d1 = ab["dev_mean"][w0], ab["dev_mean"][w1]
-    v0, v1 = (sum(v) / len(v) for v in (val[w0], val[w1]))
-    lines.append(f"| **average** | | **{v0:.1f} / {d0:.1f}** | **{v1:.1f} / {d1:.1f}** | **{v1 - v0:+.1f} / {d1 - d0:+.1f}** |")
-    lines.append("")
-    if v1 - v0 >= 0.5 and d1 - d0 >= 0.5:
-        lines.append(f"Hidden-state distillation **helps** on validation and dev: consider `--hidden-weight {w1}`.")
-    elif v1 - v0 <= -0.5 and d1 - d0 <= -0.5:
-        lines.append("Hidden-state distillation **hurts** on validation and dev; the default keeps the logit loss only (`--hidden-weight 0`).")
-    else:
-        lines.append(
-            "Validation and dev **disagree or barely move**, so hidden-state distillation shows no reliable gain here "
-            "(one seed; CoLA's and RTE's dev scores move by several points between seeds). The default keeps the logit "
-            "loss only (`--hidden-weight 0`); choices are made on validation, which does not favour the extra term.")
-    return lines

@@ -20,10 +20,9 @@ import torch
 from trunkserve.backbone import Backbone
 
 from .parallel import FULL, TRIALS, Job, JobPool, passive_threads_in_this_process
-from .pipeline import (
-    HeadOptions, Prepared, Trial, build_caches, candidates, cap, full_result, load_task, prepare, search_depths,
-    train_trials, trial_line,
-)
+from .options import HeadOptions
+from .prepare import Prepared, build_caches, cap, load_task, prepare
+from .trials import Trial, candidates, full_result, search_depths, train_trials, trial_line
 
 
 class TaskJobs:

@@ -40,6 +40,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from trunkserve.backbone import load_backbone
+
+from .loop import train_device
+from .prepare import build_caches, prepare
+from .trials import full_result, search_depths, train_trials
+
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 TRIALS, FULL = "trials", "full"
@@ -81,18 +89,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(threads: int, glue_dir, custom, backbone: str) -> None:
-    import torch
-
     torch.set_num_threads(threads)
     _WORKER.update(glue_dir=glue_dir, custom=custom, backbone=backbone, bb=None, prep=None)
 
 
 def _worker_prep(task: str, opts, caches: bool):
     """The backbone and ``task``'s prepared data, kept for the next job of the same task (one task at a time)."""
-    from trunkserve.backbone import load_backbone
-
-    from .pipeline import build_caches, prepare, search_depths
-
     if _WORKER["bb"] is None:
         _WORKER["bb"] = load_backbone(_WORKER["backbone"])
     bb = _WORKER["bb"]
@@ -109,8 +111,6 @@ def _worker_prep(task: str, opts, caches: bool):
 
 def run_job(job: Job, opts) -> Any:
     """A job in a worker: trials come back with their heads as bytes (``pack_trials``)."""
-    from .pipeline import full_result, train_trials
-
     bb, prep = _worker_prep(job.task, opts, caches=job.kind == TRIALS)
     if job.kind == FULL:
         return full_result(bb, prep, opts, job.seed, log=lambda _msg: None)
@@ -118,18 +118,12 @@ def run_job(job: Job, opts) -> Any:
 
 
 def _module_bytes(module) -> bytes:
-    import torch
-
     buf = io.BytesIO()
     torch.save(module.cpu(), buf)
     return buf.getvalue()
 
 
 def _module_from_bytes(data: bytes):
-    import torch
-
-    from .loop import train_device
-
     return torch.load(io.BytesIO(data), weights_only=False).to(train_device())
 
 
