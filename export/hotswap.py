@@ -47,16 +47,15 @@ from client.transport import is_connection_error
 from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta, write_canary
 from trunkserve.canary import CANARY_ATOL
 from trunkserve.modules import HeadGraph
-from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
+from trunkserve.specs import head_spec
 
 from . import configs, quality
-from .configs import LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
+from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions
+from .deployed import DeployedTrunk, deployed_options, onnx_session
 from .errors import GraphMismatchError, RepositoryError
 from .repo_lock import RepositoryLock, RepositoryLocked  # noqa: F401  (re-exported)
 from .repository import (
     MULTITASK,
-    TOKENIZER,
-    TRUNK,
     HeadEntry,
     TrunkInfo,
     check_head_fits,
@@ -69,8 +68,8 @@ from .repository import (
     write_multitask_ensemble,
     write_task_ensemble,
 )
-from .quantised import FLOAT32_REFERENCE, served_reference, trunk_quantisation
-from .validate import check_interface, compare_with_torch, sentence_feeds
+from .quantised import served_reference
+from .validate import check_interface, compare_with_torch
 
 #: Optional pre-exported head graph inside an artefact; validated and served instead of re-exporting.
 HEAD_ONNX = "head.onnx"
@@ -272,79 +271,6 @@ class InspectedHead:
     notes: list[str] = field(default_factory=list)
 
 
-def deployed_options(repo: Path) -> ServingOptions:
-    """The serving options the deployed repository was built with, read back from its configs.
-
-    A hot-added head must batch and thread like its siblings (and share the
-    ensembles' ``max_batch_size``), so nothing is taken from the command line.
-    """
-    cfg = configs.read_config(repo / TRUNK)
-    p = {k: v.string_value for k, v in cfg.parameters.items()}
-    if cfg.platform == "tensorrt_plan":
-        backend = TENSORRT
-    elif cfg.backend == "onnxruntime":
-        backend = ONNXRUNTIME
-    else:
-        backend = PYTHON_ORT
-    heads = sorted(d for d in repo.glob("head_*") if (d / "config.pbtxt").exists())
-    head_instances = configs.read_config(heads[0]).instance_group[0].count if heads else 1
-    db = cfg.dynamic_batching
-    return ServingOptions(
-        backend=backend,
-        max_batch_size=cfg.max_batch_size,
-        max_queue_delay_us=db.max_queue_delay_microseconds,
-        preferred_batch_sizes=list(db.preferred_batch_size),
-        trunk_instances=cfg.instance_group[0].count if cfg.instance_group else 1,
-        head_instances=head_instances,
-        ort_intra_op_threads=int(p.get("intra_op_threads", p.get("intra_op_thread_count", 0)) or 0),
-        ort_inter_op_threads=int(p.get("inter_op_threads", p.get("inter_op_thread_count", 1)) or 1),
-        gpu=bool(cfg.instance_group) and cfg.instance_group[0].kind == 1,  # KIND_GPU
-    )
-
-
-class DeployedTrunk:
-    """The deployed tokenizer + trunk ONNX, run offline: real hidden states for validation and canaries.
-
-    Using the files Triton serves (not a PyTorch trunk rebuilt from a
-    backbone) means a head is checked against exactly what it will be fed.
-    """
-
-    def __init__(self, repo: Path):
-        import onnxruntime as ort
-
-        from trunkserve.tokenization import BucketTokenizer
-
-        tcfg = configs.read_config(repo / TOKENIZER)
-        p = {k: v.string_value for k, v in tcfg.parameters.items()}
-        self.tokenizer = BucketTokenizer(
-            repo / TOKENIZER / "1" / p.get("tokenizer_dir", "tokenizer"),
-            max_length=int(p.get("max_length", 128)),
-            buckets=[int(b) for b in p.get("buckets", "16,32,64,128").split(",") if b],
-        )
-        onnx_path = repo / TRUNK / "1" / MODEL_FILES[PYTHON_ORT]
-        if not onnx_path.exists():
-            raise RepositoryError(f"{onnx_path}: no trunk ONNX to validate heads against (TensorRT-only repository?)")
-        self.quantisation = trunk_quantisation(repo)
-        self.served = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        # checks against PyTorch run on the float32 trunk; on a quantised repository it is kept beside the served one
-        reference = onnx_path.with_name(FLOAT32_REFERENCE)
-        if self.quantisation and not reference.exists():
-            raise RepositoryError(f"{reference}: missing; the trunk is quantised ({self.quantisation}) and heads are checked on its float32 graph")
-        self.float32 = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]) if self.quantisation else self.served
-
-    def hidden(self, feeds: dict[str, np.ndarray], depth: int, served: bool = False) -> dict[str, np.ndarray]:
-        """The trunk's output at ``depth``: float32 (for checks against PyTorch), or ``served``: what the server computes."""
-        (h,) = (self.served if served else self.float32).run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
-        return {HEAD_HIDDEN: h, ATTENTION_MASK: feeds[ATTENTION_MASK]}
-
-    def validation_feeds(self, depth: int) -> dict[str, np.ndarray]:
-        return self.hidden(sentence_feeds(self.tokenizer), depth)
-
-    def texts_feeds(self, texts: Sequence[Sequence[str]], depth: int, served: bool = False) -> dict[str, np.ndarray]:
-        enc = self.tokenizer.encode([t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts])
-        return self.hidden(enc.as_dict(), depth, served)
-
-
 def compare_canary(got: dict[str, np.ndarray], canary: dict, prefix: str = "") -> float:
     """Max abs difference between served outputs and the canary's reference; raises if over its atol."""
     atol = float(canary.get("atol", CANARY_ATOL))
@@ -401,9 +327,7 @@ def inspect_head(
     if out.canary is None:
         out.notes.append("no canary.json in the artefact: served outputs are not checked against a reference")
     else:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        sess = onnx_session(onnx_path)
         hf = trunk.texts_feeds(out.canary["texts"], meta.branch_layer)
         got = dict(zip(spec.output_names, sess.run(spec.output_names, hf)))
         try:

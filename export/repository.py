@@ -26,9 +26,9 @@ import torch
 
 from trunkserve.artifacts import CANARY, HEAD_JSON, HeadMeta, load_head, read_meta
 from trunkserve.backbone import Backbone, load_backbone
-from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN, ONNX_OPSET
+from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
 from trunkserve.fingerprint import trunk_fingerprint
-from trunkserve.modules import REGRESSION, Head, HeadGraph, Trunk
+from trunkserve.modules import REGRESSION, HeadGraph, Trunk
 from trunkserve.specs import (
     ATTENTION_MASK,
     HEAD_HIDDEN,
@@ -39,25 +39,18 @@ from trunkserve.specs import (
     head_spec,
     hidden_name,
     tokenizer_spec,
-    trunk_spec,
 )
 from trunkserve.tokenization import BucketTokenizer
 
 from . import configs, quality
-from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions, Step
+from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, ServingOptions, Step
 from .errors import RepositoryError
+from .names import MULTITASK, QUANTISATION, TOKENIZER, TRUNK, VERSION, head_model_name
 from .onnx_export import export_head, export_trunk
-from .quantised import trunk_quantisation
 from .shims import ONNX_MODEL, TOKENIZER_MODEL, write_shim
 from .validate import ValidationReport, compare_with_torch, sentence_feeds
 
-TOKENIZER, TRUNK, MULTITASK = "tokenizer", "trunk", "multitask"
-VERSION = "1"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def head_model_name(task: str) -> str:
-    return f"head_{task}"
 
 
 #: What a trunk built before its config recorded the backbone says it was built from.
@@ -97,6 +90,12 @@ class TrunkInfo:
         if not (folder / "config.pbtxt").exists():
             raise RepositoryError(f"{repo}: no trunk model (build the repository first)")
         return cls.from_config(configs.read_config(folder))
+
+
+def trunk_quantisation(repo: str | Path) -> str:
+    """The scheme the deployed trunk was quantised with (its config's ``quantisation``), or ``""`` for float32 graphs."""
+    p = configs.read_config(Path(repo) / TRUNK).parameters
+    return p[QUANTISATION].string_value if QUANTISATION in p else ""
 
 
 @dataclass
