@@ -18,7 +18,7 @@ from trunkserve.tokenization import BucketTokenizer
 from . import configs
 from .configs import MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
 from .errors import RepositoryError
-from .names import FLOAT32_REFERENCE, TOKENIZER, TRUNK, VERSION
+from .names import FLOAT32_REFERENCE, MULTITASK, TOKENIZER, TRUNK, VERSION, head_model_name
 from .repository import trunk_quantisation
 from .validate import sentence_feeds
 
@@ -102,3 +102,18 @@ class DeployedTrunk:
     def texts_feeds(self, texts: Sequence[Sequence[str]], depth: int, served: bool = False) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode([t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts])
         return self.hidden(enc.as_dict(), depth, served)
+
+
+def versions_of(repo: Path, task: str) -> list[int]:
+    """The version folders of ``head_<task>`` on disk, oldest first (Triton serves the newest)."""
+    folder = Path(repo) / head_model_name(task)
+    return sorted(int(d.name) for d in folder.iterdir() if d.is_dir() and d.name.isdigit()) if folder.exists() else []
+
+
+def in_multitask(repo: Path, task: str) -> bool:
+    """Whether the deployed ``multitask`` ensemble routes to ``task``'s head."""
+    try:
+        cfg = configs.read_config(repo / MULTITASK)
+    except OSError:
+        return False
+    return any(s.model_name == head_model_name(task) for s in cfg.ensemble_scheduling.step)

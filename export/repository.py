@@ -28,7 +28,7 @@ from trunkserve.artifacts import CANARY, HEAD_JSON, HeadMeta, load_head, read_me
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
 from trunkserve.fingerprint import trunk_fingerprint
-from trunkserve.modules import REGRESSION, HeadGraph, Trunk
+from trunkserve.modules import REGRESSION, Head, HeadGraph, Trunk
 from trunkserve.specs import (
     ATTENTION_MASK,
     HEAD_HIDDEN,
@@ -204,12 +204,14 @@ def write_head_model(
     feeds: Mapping[int, dict[str, np.ndarray]],
     version: str = VERSION,
     write_config: bool = True,
+    loaded: tuple[Head, HeadMeta] | None = None,
 ) -> tuple[HeadEntry, ValidationReport]:
     """Export one head artefact into ``repo/head_<task>/<version>/`` and validate it against PyTorch.
 
-    ``feeds`` maps each trunk depth to real trunk outputs (see ``hidden_feeds``).
+    ``feeds`` maps each trunk depth to real trunk outputs (see ``hidden_feeds``);
+    ``loaded`` is the artefact's ``load_head`` where the caller read it already.
     """
-    head, meta = load_head(head_dir)
+    head, meta = loaded if loaded is not None else load_head(head_dir)
     check_head_fits(meta, info)
     folder = repo / head_model_name(meta.task)
     onnx_path = folder / version / MODEL_FILES[PYTHON_ORT]
