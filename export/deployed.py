@@ -19,7 +19,7 @@ from . import configs
 from .configs import MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
 from .errors import RepositoryError
 from .names import FLOAT32_REFERENCE, MULTITASK, TOKENIZER, TRUNK, VERSION, head_model_name
-from .repository import trunk_quantisation
+from .repository import head_model_folders, trunk_quantisation
 from .validate import sentence_feeds
 
 
@@ -37,7 +37,7 @@ def deployed_options(repo: Path) -> ServingOptions:
     """
     cfg = configs.read_config(repo / TRUNK)
     p = {k: v.string_value for k, v in cfg.parameters.items()}
-    heads = sorted(d for d in repo.glob("head_*") if (d / "config.pbtxt").exists())
+    heads = head_model_folders(repo)
     head_instances = configs.read_config(heads[0]).instance_group[0].count if heads else 1
     db = cfg.dynamic_batching
     return ServingOptions(

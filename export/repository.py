@@ -45,7 +45,7 @@ from trunkserve.tokenization import BucketTokenizer
 from . import configs, quality
 from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, ServingOptions, Step
 from .errors import RepositoryError
-from .names import MULTITASK, QUANTISATION, TOKENIZER, TRUNK, VERSION, head_model_name
+from .names import HEAD_PREFIX, MULTITASK, QUANTISATION, TOKENIZER, TRUNK, VERSION, head_model_name, head_task
 from .onnx_export import export_head, export_trunk
 from .shims import ONNX_MODEL, TOKENIZER_MODEL, write_shim
 from .validate import ValidationReport, compare_with_torch, sentence_feeds
@@ -258,10 +258,15 @@ def read_head_entry(repo: Path, task: str) -> HeadEntry:
     return HeadEntry(task, p["task_type"], int(p["num_labels"]), int(p["branch_layer"]))
 
 
+def head_model_folders(repo: str | Path) -> list[Path]:
+    """The head model folders (``head_<task>/`` with a config) in the repository, sorted by name."""
+    return sorted(d for d in Path(repo).glob(f"{HEAD_PREFIX}*") if (d / "config.pbtxt").exists())
+
+
 def scan_heads(repo: str | Path) -> list[HeadEntry]:
     """Heads present in the repository folder, sorted by task name."""
     repo = Path(repo)
-    return [read_head_entry(repo, d.name[len("head_"):]) for d in sorted(repo.glob("head_*")) if (d / "config.pbtxt").exists()]
+    return [read_head_entry(repo, head_task(d.name)) for d in head_model_folders(repo)]
 
 
 def _front_steps(head_depths: Iterable[int]) -> list[Step]:
@@ -489,8 +494,8 @@ def _write_readme(repo: Path, info: TrunkInfo, entries: Sequence[HeadEntry], opt
         "| trunk | frozen embeddings + bottom layers -> hidden states |",
     ]
     for e in entries:
-        lines.append(f"| head_{e.task} | {e.task_type} head on hidden_{e.branch_layer} |")
-        lines.append(f"| {e.task} | ensemble tokenizer -> trunk -> head_{e.task} |")
+        lines.append(f"| {head_model_name(e.task)} | {e.task_type} head on {hidden_name(e.branch_layer)} |")
+        lines.append(f"| {e.task} | ensemble tokenizer -> trunk -> {head_model_name(e.task)} |")
     lines.append("| multitask | ensemble: one trunk pass feeds every head |")
     (repo / "README.md").write_text("\n".join(lines) + "\n")
 
