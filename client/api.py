@@ -17,6 +17,13 @@ import numpy as np
 from .transport import Transport, is_connection_error
 
 MULTITASK = "multitask"
+#: The server's name for a task's head model (``trunkserve.specs.head_model_name``). A copy, not an import: the
+#: client ships without trunkserve (docker/Dockerfile.locust); tests/test_architecture.py holds the two equal.
+HEAD_PREFIX = "head_"
+
+
+def head_model_name(task: str) -> str:
+    return f"{HEAD_PREFIX}{task}"
 
 
 class ClientError(RuntimeError):
@@ -117,7 +124,7 @@ class TrunkserveClient:
     def tasks(self) -> list[str]:
         """Served tasks: ensembles whose ``head_<task>`` is ready, plus ``multitask`` if ready."""
         ready = set(self._call(self.transport.ready_models))
-        tasks = sorted(m for m in ready if f"head_{m}" in ready)
+        tasks = sorted(m for m in ready if head_model_name(m) in ready)
         return tasks + ([MULTITASK] if MULTITASK in ready else [])
 
     def head_trained_on_pairs(self, task: str) -> bool | None:
@@ -130,7 +137,7 @@ class TrunkserveClient:
         if task == MULTITASK:
             return None
         try:
-            return trained_on_pairs(self.transport.model_parameters(f"head_{task}"))
+            return trained_on_pairs(self.transport.model_parameters(head_model_name(task)))
         except Exception:
             return None
 

@@ -1,6 +1,10 @@
-"""Export side: PyTorch trunk/heads -> validated ONNX -> a Triton model repository.
+"""Export side: PyTorch trunk/heads -> validated ONNX -> a Triton model repository, and its hot-swap tools.
 
-Modules: ``onnx_export`` (graphs with named tensors and axes), ``validate``
-(ONNX Runtime vs PyTorch), ``configs`` (``config.pbtxt`` from Triton's protobuf),
-``repository`` (writes the whole ``model_repository/``), ``cli`` (thin CLI).
+Modules, top to bottom (pyproject.toml's ``export-layers`` contract keeps imports one way):
+``cli`` with ``*_cli`` and ``cli_options`` (thin CLIs); ``hotswap`` (add/swap/rollback/remove/list
+heads), ``baseline``, ``tensorrt``; ``inspection`` (a head checked offline), ``admin`` (Triton's
+repository API), ``transaction`` (undo log), ``repo_lock``; ``quantised``, ``deployed`` (the
+deployed repository read back); ``repository`` (writes the whole ``model_repository/``);
+``onnx_export``, ``shims``, ``validate`` (ONNX Runtime vs PyTorch), ``quality``; ``configs``
+(``config.pbtxt`` from Triton's protobuf), ``names`` (the layout's names); ``errors``.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN
 
-from .cli import BACKBONE_HELP, BUCKETS_HELP, COMMANDS, MAX_SEQ_LEN_HELP, _ints, add_serving_options, head_folders, serving_options
+from .cli_options import BACKBONE_HELP, BUCKETS_HELP, MAX_SEQ_LEN_HELP, add_serving_options, head_folders, ints, serving_options
 from .errors import ExportError
 
 
@@ -47,9 +47,6 @@ def register(sub) -> None:
     b.add_argument("--out", type=Path, default=Path("baseline_repository"), help="repository folder to write")
     b.add_argument("--backbone", type=Path, default=None, help=BACKBONE_HELP)
     b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN, help=MAX_SEQ_LEN_HELP)
-    b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS), help=BUCKETS_HELP)
+    b.add_argument("--buckets", type=ints, default=list(DEFAULT_BUCKETS), help=BUCKETS_HELP)
     add_serving_options(b)
     b.set_defaults(func=_baseline)
-
-
-COMMANDS.append(register)

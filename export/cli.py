@@ -4,24 +4,31 @@
     python -m export untrained-head --task sst2 --labels negative,positive --out artifacts/heads/sst2
     python -m export show --repo model_repository
 
-Other modules add their sub-commands through ``COMMANDS`` (a list of
-``register(subparsers)`` callables), so this file does not grow with them.
+Each sub-command module (``hotswap_cli``, ``baseline_cli``, ``tensorrt_cli``)
+has a ``register(subparsers)``; ``COMMANDS`` lists them here, explicitly, so
+the CLI imports its sub-commands and never the other way round.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
 
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
 
-from .configs import BACKENDS, PYTHON_ORT, ServingOptions
+from . import baseline_cli, hotswap_cli, tensorrt_cli
+from .cli_options import (  # noqa: F401  (add_serving_options, serving_options, head_folders: loadtest uses them from here)
+    BACKBONE_HELP,
+    BUCKETS_HELP,
+    MAX_SEQ_LEN_HELP,
+    add_serving_options,
+    head_folders,
+    ints,
+    serving_options,
+)
 from .errors import ExportError
-
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -48,61 +55,6 @@ def shown_default(value) -> str:
     else:
         text = "none" if value is None else str(value)
     return text.replace("%", "%%")
-
-
-BACKBONE_HELP = "BERT folder in Hugging Face layout (default: $TRUNKSERVE_BACKBONE, else the packaged MiniLM-L6)"
-MAX_SEQ_LEN_HELP = "longest token sequence the tokenizer emits; longer texts are truncated"
-BUCKETS_HELP = "padding lengths the tokenizer pads to, comma-separated (requests of one bucket batch together)"
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def head_folders(paths: list[Path]) -> list[Path]:
-    """Each path is a head folder (has head.json) or a folder of head folders."""
-    found: list[Path] = []
-    for p in paths:
-        if (p / "head.json").exists():
-            found.append(p)
-        elif p.is_dir():
-            found += sorted(d for d in p.iterdir() if (d / "head.json").exists())
-    return found
-
-
-def add_serving_options(p: argparse.ArgumentParser) -> None:
-    d = ServingOptions()
-    p.add_argument("--backend", choices=BACKENDS, default=PYTHON_ORT,
-                   help="how Triton runs the graphs: ONNX Runtime in the Python backend (CPU wheel server), "
-                        "Triton's ONNX Runtime backend, or TensorRT plans (built later by build-plans)")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="largest batch a model takes")
-    p.add_argument("--max-queue-delay-us", type=int, default=d.max_queue_delay_us,
-                   help="how long the dynamic batcher waits to fill a batch, in microseconds")
-    p.add_argument("--preferred-batch-sizes", type=_ints, default=list(d.preferred_batch_sizes),
-                   help="batch sizes the dynamic batcher releases at once, comma-separated")
-    p.add_argument("--tokenizer-instances", type=int, default=d.tokenizer_instances, help="tokenizer model instances")
-    p.add_argument("--trunk-instances", type=int, default=d.trunk_instances, help="trunk model instances")
-    p.add_argument("--head-instances", type=int, default=d.head_instances, help="instances of each head model")
-    p.add_argument("--ort-intra-op-threads", type=int, default=d.ort_intra_op_threads,
-                   help="ONNX Runtime threads within an operator, per instance (0: all cores)")
-    p.add_argument("--ort-inter-op-threads", type=int, default=d.ort_inter_op_threads,
-                   help="ONNX Runtime threads across operators, per instance")
-    p.add_argument("--gpu", action="store_true", help="instances on the GPU (KIND_GPU)")
-
-
-def serving_options(args) -> ServingOptions:
-    return ServingOptions(
-        backend=args.backend,
-        max_batch_size=args.max_batch_size,
-        max_queue_delay_us=args.max_queue_delay_us,
-        preferred_batch_sizes=args.preferred_batch_sizes,
-        tokenizer_instances=args.tokenizer_instances,
-        trunk_instances=args.trunk_instances,
-        head_instances=args.head_instances,
-        ort_intra_op_threads=args.ort_intra_op_threads,
-        ort_inter_op_threads=args.ort_inter_op_threads,
-        gpu=args.gpu,
-    )
 
 
 def _build(args) -> int:
@@ -160,11 +112,11 @@ def _register_core(sub) -> None:
     b.add_argument("--out", type=Path, default=Path("model_repository"),
                    help="repository folder to write (replaced only once every graph has been validated)")
     b.add_argument("--backbone", type=Path, default=None, help=BACKBONE_HELP)
-    b.add_argument("--depths", type=_ints, default=None,
+    b.add_argument("--depths", type=ints, default=None,
                    help=f"trunk branch depths, e.g. 3 or 2,4, within 0..the backbone's layer count (default: "
                         f"{','.join(map(str, DEFAULT_DEPTHS))} where the backbone is deeper, plus each head's depth)")
     b.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN, help=MAX_SEQ_LEN_HELP)
-    b.add_argument("--buckets", type=_ints, default=list(DEFAULT_BUCKETS), help=BUCKETS_HELP)
+    b.add_argument("--buckets", type=ints, default=list(DEFAULT_BUCKETS), help=BUCKETS_HELP)
     b.add_argument("--force", action="store_true",
                    help="build even with heads whose training failed its quality gate (refused otherwise)")
     add_serving_options(b)
@@ -187,30 +139,23 @@ def _register_core(sub) -> None:
     s.set_defaults(func=_show)
 
 
-COMMANDS.append(_register_core)
+#: Every sub-command's ``register(subparsers)``, in the order ``--help`` lists them.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _register_core,
+    hotswap_cli.register,
+    baseline_cli.register,
+    tensorrt_cli.register,
+)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export", description="trunkserve export and deployment tools")
     sub = p.add_subparsers(dest="command", required=True)
-    _load_plugins()
     for register in COMMANDS:
         register(sub)
     for command in sub.choices.values():  # here, so no command's module can forget it
         command.formatter_class = HelpFormatter
     return p
-
-
-def _load_plugins() -> None:
-    """Import modules that append to ``COMMANDS`` (they may not exist yet in a partial install)."""
-    import importlib
-
-    for name in ("export.hotswap_cli", "export.baseline_cli", "export.tensorrt"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,20 +8,27 @@ the repository folder alone (``server=None``).
 
 Every operation:
 
-* holds the repository lock (``export.repo_lock``) from its first read to its
-  last write, so two operations cannot interleave;
+* starts with one preamble (``_operation``): the server checked first, the
+  head artefact read once (or the task name checked), then the repository
+  lock (``export.repo_lock``) from its first read to its last write, so two
+  operations cannot interleave;
 * validates the head artefact before anything touches the repository or the
-  server (``inspect_head``): head.json (task name, labels), depth, hidden size
-  and trunk fingerprint against the *deployed* trunk, the ONNX graph (checker,
-  names, dtypes, dims incl. the hidden size, values against PyTorch on the
-  deployed trunk's real outputs), and the artefact's canary run offline through
-  the deployed trunk ONNX + the new head ONNX;
+  server (``export.inspection``): head.json (task name, labels), depth, hidden
+  size and trunk fingerprint against the *deployed* trunk (``export.deployed``),
+  the ONNX graph (checker, names, dtypes, dims incl. the hidden size, values
+  against PyTorch on the deployed trunk's real outputs), and the artefact's
+  canary run offline through the deployed trunk ONNX + the new head ONNX;
 * exports into a staging folder *next to* the repository (a dot-folder inside
   it would be taken for a model by ``--load-model=*``) and moves folders in
   with ``rename``, so Triton never sees a half-written model;
-* records an undo action for each step; on any failure the undo actions run in
-  reverse (files moved back, models unloaded or reloaded, ``multitask``
-  restored) and the error says what failed and what was rolled back.
+* records an undo action for each step (``export.transaction``); on any
+  failure the undo actions run in reverse (files moved back, models unloaded
+  or reloaded, ``multitask`` restored) and the error says what failed and what
+  was rolled back.
+
+The server side (``ServerControl``: the admin key, typed refusals) is
+``export.admin``; the errors are in ``export.errors``. This module re-exports
+the public names, so callers import them all from here.
 
 Triton facts this relies on (checked on 2.51, see tests/test_hotswap_server.py):
 loading an ensemble loads its composing models but reloads one only if its
@@ -35,446 +42,35 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
-import numpy as np
+from trunkserve.artifacts import HeadArtifactError, check_task_name, read_canary, read_meta
 
-from client.transport import is_connection_error
-from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, read_meta, write_canary
-from trunkserve.canary import CANARY_ATOL
-from trunkserve.modules import HeadGraph
-from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, head_spec, hidden_name
-
-from . import configs, quality
-from .configs import LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT, ServingOptions
-from .errors import GraphMismatchError, RepositoryError
-from .repo_lock import RepositoryLock, RepositoryLocked  # noqa: F401  (re-exported)
-from .repository import (
-    MULTITASK,
-    TOKENIZER,
-    TRUNK,
-    HeadEntry,
-    TrunkInfo,
-    check_head_fits,
-    head_model_name,
-    labels_of,
-    read_head_entry,
-    read_head_pair,
-    scan_heads,
-    write_head_model,
-    write_multitask_ensemble,
-    write_task_ensemble,
+from . import quality
+from .admin import ADMIN_KEY_ENV, ServerControl
+from .configs import LABELS_FILE, ServingOptions
+from .deployed import DeployedTrunk, deployed_options, in_multitask, versions_of
+from .errors import (
+    AccessDenied,
+    AdminKeyMissing,
+    AdminKeyRefused,
+    CanaryFailed,
+    HeadRejected,
+    HotswapError,
+    RepositoryError,
+    ServerUnavailable,
 )
-from .quantised import FLOAT32_REFERENCE, served_reference, trunk_quantisation
-from .validate import check_interface, compare_with_torch, sentence_feeds
+from .inspection import Artefact, InspectedHead, check_gate, compare_canary, inspect_head, read_artefact
+from .names import MULTITASK, head_model_name
+from .repo_lock import RepositoryLock, RepositoryLocked
+from .repository import HeadEntry, labels_of, read_head_entry, read_head_pair, scan_heads, write_multitask_ensemble, write_task_ensemble
+from .transaction import Transaction, move_in, move_out, restore, rolled_back, snapshot, staging_dir
 
-#: Optional pre-exported head graph inside an artefact; validated and served instead of re-exporting.
-HEAD_ONNX = "head.onnx"
-ADMIN_KEY_ENV = "TRUNKSERVE_ADMIN_KEY"
-ADMIN_HEADER_ENV = "TRUNKSERVE_ADMIN_HEADER"
-DEFAULT_ADMIN_HEADER = "x-trunkserve-admin-key"
 KEEP_VERSIONS = 3
-
-
-# ---------------------------------------------------------------- errors
-
-
-class HotswapError(RepositoryError):
-    """A hot-swap operation failed; the deployment was rolled back (``rolled_back`` lists the steps undone)."""
-
-    def __init__(self, message: str, rolled_back: Sequence[str] = ()):
-        self.rolled_back = list(rolled_back)
-        if self.rolled_back:
-            message += "; rolled back: " + ", ".join(self.rolled_back)
-        super().__init__(message)
-
-
-class HeadRejected(HotswapError):
-    """The head artefact failed validation; nothing was changed."""
-
-
-class ServerUnavailable(HotswapError):
-    """Triton could not be reached (or went away mid-operation)."""
-
-
-class AccessDenied(HotswapError):
-    """Triton refused the model-repository API: the admin key is missing or wrong."""
-
-
-class AdminKeyMissing(AccessDenied):
-    """The repository API is restricted and no admin key was given (neither --admin-key nor the environment)."""
-
-
-class AdminKeyRefused(AccessDenied):
-    """A key was sent and Triton refused it: a wrong key, or a header name the server does not check."""
-
-
-class CanaryFailed(HotswapError):
-    """The served head did not reproduce the artefact's reference outputs."""
-
-
-# ---------------------------------------------------------------- server side
-
-
-class ServerControl:
-    """The model-repository API of one Triton (HTTP or gRPC), with the admin key header on every call.
-
-    Triton started with ``--http-restricted-api=model-repository:<header>=<key>``
-    (gRPC: ``--grpc-restricted-protocol=model-repository:<header>=<key>``)
-    refuses load/unload/index without that header; inference stays open.
-    The key comes from the caller, or ``$TRUNKSERVE_ADMIN_KEY``; the header name
-    from ``$TRUNKSERVE_ADMIN_HEADER`` (default ``x-trunkserve-admin-key``). Over
-    gRPC Triton expects the metadata key ``triton-grpc-protocol-<header>``;
-    that prefix is added here, so both protocols take the same option.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        protocol: str = "http",
-        admin_key: str | None = None,
-        admin_header: str | None = None,
-        timeout_s: float = 120.0,
-        wait_s: float = 60.0,
-    ):
-        if protocol not in ("http", "grpc"):
-            raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
-        self.url, self.protocol, self.wait_s = url, protocol, wait_s
-        key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
-        header = (admin_header or os.environ.get(ADMIN_HEADER_ENV) or DEFAULT_ADMIN_HEADER).lower()
-        # Triton's gRPC endpoint matches restricted-protocol keys as metadata "triton-grpc-protocol-<header>"
-        # (HTTP takes the header as written); the server flags name <header> alike for both.
-        if protocol == "grpc" and not header.startswith("triton-grpc-protocol-"):
-            header = f"triton-grpc-protocol-{header}"
-        self.header = header
-        self.headers = {header: key} if key else None
-        if protocol == "http":
-            import tritonclient.http as mod
-
-            self.client = mod.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-        else:
-            import tritonclient.grpc as mod
-
-            self.client = mod.InferenceServerClient(url)
-        self.mod = mod
-
-    # every call goes through here so errors come out typed and say what was attempted
-    def _call(self, what: str, fn: Callable, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            text = str(exc)
-            if "403" in text or "restricted" in text.lower() or "PERMISSION_DENIED" in text:
-                raise self._denied(what, text.strip()) from exc
-            if is_connection_error(exc):
-                raise ServerUnavailable(f"{what}: cannot reach Triton at {self.url} ({text.strip()})") from exc
-            raise HotswapError(f"{what}: Triton said: {text.strip()}") from exc
-
-    def _denied(self, what: str, said: str) -> AccessDenied:
-        """Why Triton refused: no key was sent, or the one sent did not match (the two need different fixes)."""
-        where = f"{what}: Triton at {self.url} refused the model-repository API ({said})"
-        if self.headers is None:
-            return AdminKeyMissing(f"{where}: the server's repository API needs the admin key: pass --admin-key "
-                                   f"or set {ADMIN_KEY_ENV}")
-        return AdminKeyRefused(f"{where}: the admin key was refused by the server (wrong key, or header name differs: "
-                               f"--admin-header); it was sent in header {self.header!r}")
-
-    #: A model name no repository holds: unloading it is a no-op in explicit mode and refused in any other.
-    PROBE = "__trunkserve_probe__"
-
-    def check(self) -> None:
-        """Reachable, live, the repository API accepts our key, and models may be loaded (before touching anything).
-
-        A server in the default or polling mode refuses every load and unload;
-        finding that out at the first load would leave a half-applied change to
-        roll back, so a harmless unload of a name no repository holds asks first.
-        """
-        live = self._call("is the server live", self.client.is_server_live)
-        if not live:
-            raise ServerUnavailable(f"Triton at {self.url} is not live")
-        self.index()
-        try:
-            self._call("check that models can be loaded", self.client.unload_model, self.PROBE, headers=self.headers)
-        except (ServerUnavailable, HotswapError) as exc:  # gRPC says UNAVAILABLE for this refusal
-            if "not allowed" not in str(exc):
-                raise
-            raise HotswapError(
-                f"Triton at {self.url} does not take model loads ({exc}): start it with "
-                "--model-control-mode=explicit --load-model='*' to change a running server, or leave out --url "
-                "to change the repository folder only"
-            ) from exc
-
-    def index(self) -> list[dict]:
-        if self.protocol == "http":
-            return self._call("repository index", self.client.get_model_repository_index, headers=self.headers)
-        out = self._call("repository index", self.client.get_model_repository_index, headers=self.headers, as_json=True)
-        return out.get("models", [])
-
-    def states(self) -> dict[str, str]:
-        """Model -> state of its newest listed version (READY, UNAVAILABLE, ...)."""
-        out: dict[str, str] = {}
-        for m in self.index():
-            if m.get("state") == "READY" or m["name"] not in out:
-                out[m["name"]] = m.get("state", "")
-        return out
-
-    def ready(self, model: str) -> bool:
-        try:
-            return bool(self.client.is_model_ready(model))
-        except Exception:
-            return False
-
-    def load(self, model: str) -> None:
-        self._call(f"load {model}", self.client.load_model, model, headers=self.headers)
-
-    def unload(self, model: str, wait: bool = True) -> None:
-        self._call(f"unload {model}", self.client.unload_model, model, headers=self.headers)
-        # Triton unloads asynchronously; wait so the next step sees the model gone.
-        deadline = time.monotonic() + self.wait_s
-        while wait and self.ready(model) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def infer(self, model: str, texts: Sequence[Sequence[str]], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        inputs = []
-        for i, name in enumerate(("text", "text_pair")):
-            arr = np.array([(t[i] if len(t) > i else "").encode() for t in texts], dtype=object).reshape(-1, 1)
-            x = self.mod.InferInput(name, list(arr.shape), "BYTES")
-            x.set_data_from_numpy(arr)
-            inputs.append(x)
-        requested = [self.mod.InferRequestedOutput(o) for o in outputs]
-        result = self._call(f"canary request to {model}", self.client.infer, model, inputs, outputs=requested)
-        return {o: result.as_numpy(o) for o in outputs}
-
-    def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:
-            pass
-
-
-# ---------------------------------------------------------------- validation
-
-
-@dataclass
-class InspectedHead:
-    """A validated artefact, exported into ``staging/head_<task>/<version>/``."""
-
-    meta: HeadMeta
-    entry: HeadEntry
-    canary: dict | None
-    staged: Path  # the staged head model folder (``head_<task>``)
-    version: str
-    canary_diff: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def deployed_options(repo: Path) -> ServingOptions:
-    """The serving options the deployed repository was built with, read back from its configs.
-
-    A hot-added head must batch and thread like its siblings (and share the
-    ensembles' ``max_batch_size``), so nothing is taken from the command line.
-    """
-    cfg = configs.read_config(repo / TRUNK)
-    p = {k: v.string_value for k, v in cfg.parameters.items()}
-    if cfg.platform == "tensorrt_plan":
-        backend = TENSORRT
-    elif cfg.backend == "onnxruntime":
-        backend = ONNXRUNTIME
-    else:
-        backend = PYTHON_ORT
-    heads = sorted(d for d in repo.glob("head_*") if (d / "config.pbtxt").exists())
-    head_instances = configs.read_config(heads[0]).instance_group[0].count if heads else 1
-    db = cfg.dynamic_batching
-    return ServingOptions(
-        backend=backend,
-        max_batch_size=cfg.max_batch_size,
-        max_queue_delay_us=db.max_queue_delay_microseconds,
-        preferred_batch_sizes=list(db.preferred_batch_size),
-        trunk_instances=cfg.instance_group[0].count if cfg.instance_group else 1,
-        head_instances=head_instances,
-        ort_intra_op_threads=int(p.get("intra_op_threads", p.get("intra_op_thread_count", 0)) or 0),
-        ort_inter_op_threads=int(p.get("inter_op_threads", p.get("inter_op_thread_count", 1)) or 1),
-        gpu=bool(cfg.instance_group) and cfg.instance_group[0].kind == 1,  # KIND_GPU
-    )
-
-
-class DeployedTrunk:
-    """The deployed tokenizer + trunk ONNX, run offline: real hidden states for validation and canaries.
-
-    Using the files Triton serves (not a PyTorch trunk rebuilt from a
-    backbone) means a head is checked against exactly what it will be fed.
-    """
-
-    def __init__(self, repo: Path):
-        import onnxruntime as ort
-
-        from trunkserve.tokenization import BucketTokenizer
-
-        tcfg = configs.read_config(repo / TOKENIZER)
-        p = {k: v.string_value for k, v in tcfg.parameters.items()}
-        self.tokenizer = BucketTokenizer(
-            repo / TOKENIZER / "1" / p.get("tokenizer_dir", "tokenizer"),
-            max_length=int(p.get("max_length", 128)),
-            buckets=[int(b) for b in p.get("buckets", "16,32,64,128").split(",") if b],
-        )
-        onnx_path = repo / TRUNK / "1" / MODEL_FILES[PYTHON_ORT]
-        if not onnx_path.exists():
-            raise RepositoryError(f"{onnx_path}: no trunk ONNX to validate heads against (TensorRT-only repository?)")
-        self.quantisation = trunk_quantisation(repo)
-        self.served = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        # checks against PyTorch run on the float32 trunk; on a quantised repository it is kept beside the served one
-        reference = onnx_path.with_name(FLOAT32_REFERENCE)
-        if self.quantisation and not reference.exists():
-            raise RepositoryError(f"{reference}: missing; the trunk is quantised ({self.quantisation}) and heads are checked on its float32 graph")
-        self.float32 = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]) if self.quantisation else self.served
-
-    def hidden(self, feeds: dict[str, np.ndarray], depth: int, served: bool = False) -> dict[str, np.ndarray]:
-        """The trunk's output at ``depth``: float32 (for checks against PyTorch), or ``served``: what the server computes."""
-        (h,) = (self.served if served else self.float32).run([hidden_name(depth)], {n: feeds[n] for n in TOKEN_INPUTS})
-        return {HEAD_HIDDEN: h, ATTENTION_MASK: feeds[ATTENTION_MASK]}
-
-    def validation_feeds(self, depth: int) -> dict[str, np.ndarray]:
-        return self.hidden(sentence_feeds(self.tokenizer), depth)
-
-    def texts_feeds(self, texts: Sequence[Sequence[str]], depth: int, served: bool = False) -> dict[str, np.ndarray]:
-        enc = self.tokenizer.encode([t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts])
-        return self.hidden(enc.as_dict(), depth, served)
-
-
-def compare_canary(got: dict[str, np.ndarray], canary: dict, prefix: str = "") -> float:
-    """Max abs difference between served outputs and the canary's reference; raises if over its atol."""
-    atol = float(canary.get("atol", CANARY_ATOL))
-    worst = 0.0
-    for name, ref in canary["outputs"].items():
-        ref = np.asarray(ref, dtype=np.float32)
-        g = np.asarray(got[prefix + name], dtype=np.float32).reshape(ref.shape)
-        diff = float(np.max(np.abs(g - ref))) if ref.size else 0.0
-        if not np.isfinite(diff) or diff > atol:
-            raise CanaryFailed(f"output {prefix + name} differs from the artefact's canary by {diff:.3e} > atol {atol:g}")
-        worst = max(worst, diff)
-    return worst
-
-
-def inspect_head(
-    head_dir: str | Path,
-    repo: str | Path,
-    staging: str | Path,
-    version: str = "1",
-    write_config: bool = True,
-    trunk: DeployedTrunk | None = None,
-) -> InspectedHead:
-    """Validate an artefact against the deployed repository and export it into ``staging``.
-
-    Raises ``HeadRejected`` saying what is wrong; ``staging`` is the only thing written.
-    """
-    head_dir, repo, staging = Path(head_dir), Path(repo), Path(staging)
-    info = TrunkInfo.read(repo)
-    try:
-        head, meta = load_head(head_dir)  # head.json: task name, labels, task type; weights fit head.json
-        check_head_fits(meta, info)  # depth exposed, hidden size, trunk fingerprint
-    except (HeadArtifactError, RepositoryError) as exc:
-        raise HeadRejected(f"{head_dir}: {exc}") from exc
-    spec = head_spec(meta.task, meta.task_type, meta.num_labels, info.hidden_size)
-    opts = deployed_options(repo)
-    if opts.backend == TENSORRT:
-        raise HeadRejected("hot-adding heads to a TensorRT repository is not supported (rebuild it with export build)")
-    trunk = trunk or DeployedTrunk(repo)
-    feeds = trunk.validation_feeds(meta.branch_layer)
-    supplied = head_dir / HEAD_ONNX
-    try:
-        if supplied.exists():
-            # a pre-exported graph: must pass the checker, match the trunk's interface and the weights' values
-            compare_with_torch(supplied, spec, HeadGraph(head, served=False), feeds)
-        write_head_model(staging, head_dir, info, opts, {meta.branch_layer: feeds}, version=version, write_config=write_config)
-        onnx_path = staging / head_model_name(meta.task) / version / MODEL_FILES[PYTHON_ORT]
-        if supplied.exists():
-            shutil.copy2(supplied, onnx_path)
-        check_interface(onnx_path, spec)  # dims incl. the deployed trunk's hidden size
-    except (GraphMismatchError, HeadArtifactError) as exc:
-        raise HeadRejected(f"{head_dir}: {exc}") from exc
-    entry = HeadEntry(meta.task, meta.task_type, meta.num_labels, meta.branch_layer)
-    out = InspectedHead(meta, entry, read_canary(head_dir), staging / head_model_name(meta.task), version)
-    if out.canary is None:
-        out.notes.append("no canary.json in the artefact: served outputs are not checked against a reference")
-    else:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        hf = trunk.texts_feeds(out.canary["texts"], meta.branch_layer)
-        got = dict(zip(spec.output_names, sess.run(spec.output_names, hf)))
-        try:
-            out.canary_diff = compare_canary(got, out.canary)
-        except CanaryFailed as exc:
-            raise HeadRejected(f"{head_dir}: offline canary on the deployed trunk failed: {exc}") from exc
-        if trunk.quantisation:
-            # the server runs the quantised trunk: its checks compare against these graphs' own outputs
-            served = trunk.texts_feeds(out.canary["texts"], meta.branch_layer, served=True)
-            out.canary = served_reference(out.canary, dict(zip(spec.output_names, sess.run(spec.output_names, served))),
-                                          trunk.quantisation)
-            write_canary(out.staged / version, out.canary)
-            out.notes.append(f"the deployed trunk is quantised ({trunk.quantisation}): the head was checked on its float32 "
-                             "graph; the server's canary is the served graphs' own output")
-    return out
-
-
-# ---------------------------------------------------------------- transactions
-
-
-class _Transaction:
-    """Undo actions run in reverse on failure; each is best-effort and named for the error message."""
-
-    def __init__(self):
-        self.undo: list[tuple[str, Callable[[], None]]] = []
-
-    def on_failure(self, name: str, fn: Callable[[], None]) -> None:
-        self.undo.append((name, fn))
-
-    def rollback(self) -> tuple[list[str], list[str]]:
-        done, failed = [], []
-        for name, fn in reversed(self.undo):
-            try:
-                fn()
-                done.append(name)
-            except Exception as exc:  # keep undoing the rest
-                failed.append(f"{name} ({exc})")
-        self.undo.clear()
-        return done, failed
-
-
-def _fail(exc: BaseException, tx: _Transaction, step: str) -> HotswapError:
-    done, failed = tx.rollback()
-    cls = type(exc) if isinstance(exc, HotswapError) else HotswapError
-    msg = f"{step} failed: {exc}"
-    if failed:
-        msg += "; COULD NOT UNDO: " + ", ".join(failed) + " (fix by hand, then run list-heads)"
-    return cls(msg, done)
-
-
-def _staging_dir(repo: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f".{repo.name}.hotswap-", dir=repo.parent))
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-
-
-def _restore(folder: Path, snap: dict[str, bytes]) -> None:
-    for p in folder.iterdir():
-        if p.is_file() and p.name not in snap:
-            p.unlink()
-    for name, data in sorted(snap.items(), key=lambda kv: kv[0] == "config.pbtxt"):  # config last
-        tmp = folder / f".{name}.restore"
-        tmp.write_bytes(data)
-        tmp.replace(folder / name)
-
-
-def versions_of(repo: Path, task: str) -> list[int]:
-    folder = Path(repo) / head_model_name(task)
-    return sorted(int(d.name) for d in folder.iterdir() if d.is_dir() and d.name.isdigit()) if folder.exists() else []
 
 
 @dataclass
@@ -499,6 +95,70 @@ class Result:
         return f"{self.action} {self.task}{v}: done {where} in {self.seconds:.1f}s{c}{q}{n}"
 
 
+# ---------------------------------------------------------------- the shared preamble
+
+
+@dataclass
+class _Operation:
+    """One operation under way: the locked repository, its staging folder, undo log and the step it is at."""
+
+    action: str
+    task: str
+    repo: Path
+    server: ServerControl | None
+    staging: Path
+    artefact: Artefact | None  # the head folder, read once (add-head, swap-head)
+    forced: list[str]  # the note for a head shipped despite its failed quality gate
+    t0: float
+    tx: Transaction = field(default_factory=Transaction)
+    step: str = ""
+
+    @contextmanager
+    def changing(self, step: str) -> Iterator[None]:
+        """The steps that change things (``self.step`` says which runs): on a failure, undo all and say so."""
+        self.step = step
+        try:
+            yield
+        except Exception as exc:
+            raise rolled_back(exc, self.tx, self.step) from exc
+
+    def result(self, version: int | None, canary_diff: float | None = None, notes: Sequence[str] = (),
+               quality: str = "") -> Result:
+        return Result(self.action, self.task, version, self.server is not None, canary_diff,
+                      time.monotonic() - self.t0, list(notes), quality)
+
+
+@contextmanager
+def _operation(action: str, repo: str | Path, server: ServerControl | None, lock_timeout_s: float, *,
+               head_dir: str | Path | None = None, task: str | None = None, force: bool = False) -> Iterator[_Operation]:
+    """What every operation does first: the server (reachable, key accepted), the artefact read once
+    (its quality gate) or the task name checked, then the lock and a staging folder (removed at the end)."""
+    t0 = time.monotonic()
+    repo = Path(repo).resolve()
+    if server is not None:
+        server.check()  # unreachable or wrong key: fail before touching anything
+    artefact, forced = None, []
+    if head_dir is not None:
+        artefact = read_artefact(head_dir)
+        forced = check_gate(artefact, force)
+        task = artefact.meta.task
+    else:
+        _check_name(task)
+    with RepositoryLock(repo, f"{action} {task}", lock_timeout_s):
+        staging = staging_dir(repo)
+        try:
+            yield _Operation(action, task, repo, server, staging, artefact, forced, t0)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_name(task: str) -> str:
+    try:
+        return check_task_name(task)
+    except HeadArtifactError as exc:
+        raise HotswapError(str(exc)) from exc
+
+
 def _served_canary(server: ServerControl, model: str, canary: dict | None, prefix: str = "") -> float | None:
     if canary is None:
         return None
@@ -506,12 +166,34 @@ def _served_canary(server: ServerControl, model: str, canary: dict | None, prefi
     return compare_canary(server.infer(model, canary["texts"], outputs), canary, prefix)
 
 
-def _multitask_canary(server, repo, entry, canary):
+def _multitask_canary(server: ServerControl, entry: HeadEntry, canary: dict | None) -> float | None:
     # only when the multitask ensemble is actually loaded
     return _served_canary(server, MULTITASK, canary, f"{entry.task}_") if server.ready(MULTITASK) else None
 
 
-# ---------------------------------------------------------------- operations
+def _rewrite_multitask(repo: Path, opts: ServingOptions, server: ServerControl | None, tx: Transaction,
+                       entries: Sequence[HeadEntry] | None = None) -> None:
+    """Regenerate ``multitask`` (atomic config write) and reload it; undo restores and reloads the old one."""
+    folder = repo / MULTITASK
+    snap = snapshot(folder)
+
+    def undo():
+        restore(folder, snap)
+        if server is not None:
+            server.load(MULTITASK)
+
+    tx.on_failure("restore multitask", undo)
+    entries = scan_heads(repo) if entries is None else list(entries)
+    write_multitask_ensemble(repo, opts, entries)
+    keep = {f"{e.task}_{LABELS_FILE}" for e in entries}
+    for stale in folder.glob(f"*_{LABELS_FILE}"):  # a removed task's label file
+        if stale.name not in keep:
+            stale.unlink()
+    if server is not None:
+        server.load(MULTITASK)
+
+
+# ---------------------------------------------------------------- add-head
 
 
 def add_head(
@@ -527,114 +209,48 @@ def add_head(
     loaded models), so the deployment is exactly as before. A head whose
     training failed its quality gate is refused unless ``force``.
     """
-    t0 = time.monotonic()
-    repo = Path(repo).resolve()
-    if server is not None:
-        server.check()  # unreachable or wrong key: fail before touching anything
-    meta = _read_meta(head_dir)
-    forced = _check_gate(head_dir, meta, force)
-    task = meta.task
-    head_name = head_model_name(task)
-    with RepositoryLock(repo, f"add-head {task}", lock_timeout_s):
-        if (repo / head_name).exists() or (repo / task).exists():
-            raise HeadRejected(f"task {task!r} is already deployed ({repo / head_name}); use swap-head for a new version")
+    with _operation("add-head", repo, server, lock_timeout_s, head_dir=head_dir, force=force) as op:
+        _check_new_task(op)
+        insp = inspect_head(op.artefact, op.repo, op.staging)
+        write_task_ensemble(op.staging, insp.entry, insp.meta.labels, insp.options)
+        _add_into_service(op, insp)
+    return op.result(1, insp.canary_diff, op.forced + insp.notes, quality.describe(insp.meta))
+
+
+def _check_new_task(op: _Operation) -> None:
+    head_name = head_model_name(op.task)
+    if (op.repo / head_name).exists() or (op.repo / op.task).exists():
+        raise HeadRejected(f"task {op.task!r} is already deployed ({op.repo / head_name}); use swap-head for a new version")
+    if op.server is not None:
+        states = op.server.states()
+        if head_name in states or op.task in states:
+            raise HeadRejected(f"task {op.task!r}: the server already knows a model {head_name!r} or {op.task!r}")
+
+
+def _add_into_service(op: _Operation, insp: InspectedHead) -> None:
+    """Move the staged head and ensemble in, load them, canary them, then route ``multitask`` to the head."""
+    task, head_name, server, tx = op.task, head_model_name(op.task), op.server, op.tx
+    with op.changing("moving the head into the repository"):
+        move_in(op.staging, op.repo, head_name, tx)
+        move_in(op.staging, op.repo, task, tx)
         if server is not None:
-            states = server.states()
-            if head_name in states or task in states:
-                raise HeadRejected(f"task {task!r}: the server already knows a model {head_name!r} or {task!r}")
-        staging = _staging_dir(repo)
-        try:
-            insp = inspect_head(head_dir, repo, staging)
-            opts = deployed_options(repo)
-            write_task_ensemble(staging, insp.entry, insp.meta.labels, opts)
-            tx = _Transaction()
-            step = "moving the head into the repository"
-            try:
-                _move_in(staging, repo, head_name, tx)
-                _move_in(staging, repo, task, tx)
-                if server is not None:
-                    step = f"loading {head_name}"
-                    tx.on_failure(f"unload {head_name}", lambda: server.unload(head_name))
-                    server.load(head_name)
-                    step = f"loading ensemble {task}"
-                    tx.on_failure(f"unload {task}", lambda: server.unload(task))
-                    server.load(task)
-                    step = f"canary through {task}"
-                    diff = _served_canary(server, task, insp.canary)
-                    insp.canary_diff = diff if diff is not None else insp.canary_diff
-                step = "rewriting multitask"
-                _rewrite_multitask(repo, opts, server, tx)
-                if server is not None:
-                    step = "canary through multitask"
-                    _multitask_canary(server, repo, insp.entry, insp.canary)
-            except Exception as exc:
-                raise _fail(exc, tx, step) from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return Result("add-head", task, 1, server is not None, insp.canary_diff, time.monotonic() - t0,
-                  forced + insp.notes, quality.describe(meta))
-
-
-def _read_meta(head_dir) -> HeadMeta:
-    """head.json alone (task name legal, labels present), before anything heavier runs."""
-    try:
-        return read_meta(head_dir)
-    except HeadArtifactError as exc:
-        raise HeadRejected(f"{head_dir}: {exc}") from exc
-
-
-def _check_gate(head_dir, meta: HeadMeta, force: bool) -> list[str]:
-    """Refuse a head that failed its training's quality gate (unless ``force``), before anything changes."""
-    try:
-        note = quality.check_gate(meta, force)
-    except quality.FailedQualityGate as exc:
-        raise HeadRejected(f"{head_dir}: {exc}") from exc
-    return [note] if note else []
-
-
-def _check_name(task: str) -> str:
-    try:
-        return check_task_name(task)
-    except HeadArtifactError as exc:
-        raise HotswapError(str(exc)) from exc
-
-
-def _move_in(staging: Path, repo: Path, name: str, tx: _Transaction) -> None:
-    """``rename`` a staged model folder into the repository (atomic: Triton sees all of it or nothing)."""
-    src, dst = staging / name, repo / name
-    if dst.exists():
-        raise HeadRejected(f"{dst} already exists")
-    os.rename(src, dst)
-    tx.on_failure(f"remove {name}/ from the repository", lambda: _move_out(dst, src))
-
-
-def _move_out(path: Path, to: Path) -> None:
-    to.parent.mkdir(parents=True, exist_ok=True)
-    if to.exists():
-        shutil.rmtree(to)
-    os.rename(path, to)
-
-
-def _rewrite_multitask(repo: Path, opts: ServingOptions, server: ServerControl | None, tx: _Transaction,
-                       entries: Sequence[HeadEntry] | None = None) -> None:
-    """Regenerate ``multitask`` (atomic config write) and reload it; undo restores and reloads the old one."""
-    folder = repo / MULTITASK
-    snap = _snapshot(folder)
-
-    def undo():
-        _restore(folder, snap)
+            op.step = f"loading {head_name}"
+            tx.on_failure(f"unload {head_name}", lambda: server.unload(head_name))
+            server.load(head_name)
+            op.step = f"loading ensemble {task}"
+            tx.on_failure(f"unload {task}", lambda: server.unload(task))
+            server.load(task)
+            op.step = f"canary through {task}"
+            diff = _served_canary(server, task, insp.canary)
+            insp.canary_diff = diff if diff is not None else insp.canary_diff
+        op.step = "rewriting multitask"
+        _rewrite_multitask(op.repo, insp.options, server, tx)
         if server is not None:
-            server.load(MULTITASK)
+            op.step = "canary through multitask"
+            _multitask_canary(server, insp.entry, insp.canary)
 
-    tx.on_failure("restore multitask", undo)
-    entries = scan_heads(repo) if entries is None else list(entries)
-    write_multitask_ensemble(repo, opts, entries)
-    keep = {f"{e.task}_{LABELS_FILE}" for e in entries}
-    for stale in folder.glob(f"*_{LABELS_FILE}"):  # a removed task's label file
-        if stale.name not in keep:
-            stale.unlink()
-    if server is not None:
-        server.load(MULTITASK)
+
+# ---------------------------------------------------------------- swap-head and its rollback
 
 
 def swap_head(
@@ -654,67 +270,62 @@ def swap_head(
     mismatch takes the new version out again. A version whose training failed
     its quality gate is refused unless ``force``.
     """
-    t0 = time.monotonic()
-    repo = Path(repo).resolve()
-    if server is not None:
-        server.check()
-    meta = _read_meta(head_dir)
-    forced = _check_gate(head_dir, meta, force)
-    task = meta.task
-    with RepositoryLock(repo, f"swap-head {task}", lock_timeout_s):
-        staging = _staging_dir(repo)
-        try:
-            if not (repo / head_model_name(task) / "config.pbtxt").exists():
-                raise HeadRejected(f"task {task!r} is not deployed in {repo}; use add-head")
-            old = versions_of(repo, task)
-            new = (old[-1] if old else 0) + 1
-            insp = inspect_head(head_dir, repo, staging, version=str(new), write_config=False)
-            deployed = read_head_entry(repo, task)
-            mismatch = [
-                f"{k} {getattr(deployed, k)!r} -> {getattr(insp.entry, k)!r}"
-                for k in ("task_type", "num_labels", "branch_layer")
-                if getattr(deployed, k) != getattr(insp.entry, k)
-            ]
-            if insp.meta.labels != labels_of(repo, task):
-                mismatch.append(f"labels {labels_of(repo, task)} -> {insp.meta.labels}")
-            pair = read_head_pair(repo, task)  # the config (kept on a swap) tells clients whether to send text pairs
-            if None not in (pair, insp.meta.pair) and pair != insp.meta.pair:
-                mismatch.append(f"pair {pair} -> {insp.meta.pair}")
-            if mismatch:
-                raise HeadRejected(
-                    f"task {task!r}: a new version must keep the interface the ensembles route to ({'; '.join(mismatch)}); "
-                    "remove-head then add-head to change it"
-                )
-            head_name = head_model_name(task)
-            tx = _Transaction()
-            step = f"moving version {new} into {head_name}"
-            try:
-                src, dst = staging / head_name / str(new), repo / head_name / str(new)
-                os.rename(src, dst)
+    with _operation("swap-head", repo, server, lock_timeout_s, head_dir=head_dir, force=force) as op:
+        if not (op.repo / head_model_name(op.task) / "config.pbtxt").exists():
+            raise HeadRejected(f"task {op.task!r} is not deployed in {op.repo}; use add-head")
+        old = versions_of(op.repo, op.task)
+        new = (old[-1] if old else 0) + 1
+        insp = inspect_head(op.artefact, op.repo, op.staging, version=str(new), write_config=False)
+        _check_same_interface(op.repo, insp)
+        _serve_new_version(op, insp, old[-1] if old else "?", new)
+        pruned = _prune(op.repo, op.task, keep)
+        if pruned:
+            insp.notes.append(f"pruned old versions {pruned} (keeping {keep})")
+    return op.result(new, insp.canary_diff, op.forced + insp.notes, quality.describe(insp.meta))
 
-                def undo_version():
-                    _move_out(dst, src)
-                    if server is not None:
-                        server.load(head_name)  # back to the previous newest version
 
-                tx.on_failure(f"remove {head_name}/{new} and reload version {old[-1] if old else '?'}", undo_version)
-                if server is not None:
-                    step = f"loading {head_name} version {new}"
-                    server.load(head_name)
-                    step = f"canary through {task}"
-                    if server.ready(task):
-                        diff = _served_canary(server, task, insp.canary)
-                        insp.canary_diff = diff if diff is not None else insp.canary_diff
-                    _multitask_canary(server, repo, insp.entry, insp.canary)
-            except Exception as exc:
-                raise _fail(exc, tx, step) from exc
-            pruned = _prune(repo, task, keep)
-            if pruned:
-                insp.notes.append(f"pruned old versions {pruned} (keeping {keep})")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return Result("swap-head", task, new, server is not None, insp.canary_diff, time.monotonic() - t0,
-                  forced + insp.notes, quality.describe(meta))
+def _check_same_interface(repo: Path, insp: InspectedHead) -> None:
+    """A new version must keep what the ensembles route to: task type, labels, depth, pair."""
+    task = insp.meta.task
+    deployed = read_head_entry(repo, task)
+    mismatch = [
+        f"{k} {getattr(deployed, k)!r} -> {getattr(insp.entry, k)!r}"
+        for k in ("task_type", "num_labels", "branch_layer")
+        if getattr(deployed, k) != getattr(insp.entry, k)
+    ]
+    if insp.meta.labels != labels_of(repo, task):
+        mismatch.append(f"labels {labels_of(repo, task)} -> {insp.meta.labels}")
+    pair = read_head_pair(repo, task)  # the config (kept on a swap) tells clients whether to send text pairs
+    if None not in (pair, insp.meta.pair) and pair != insp.meta.pair:
+        mismatch.append(f"pair {pair} -> {insp.meta.pair}")
+    if mismatch:
+        raise HeadRejected(
+            f"task {task!r}: a new version must keep the interface the ensembles route to ({'; '.join(mismatch)}); "
+            "remove-head then add-head to change it"
+        )
+
+
+def _serve_new_version(op: _Operation, insp: InspectedHead, previous, new: int) -> None:
+    """Move version ``new`` in, reload the head (Triton serves the newest), canary through the ensembles."""
+    task, head_name, server = op.task, head_model_name(op.task), op.server
+    with op.changing(f"moving version {new} into {head_name}"):
+        src, dst = op.staging / head_name / str(new), op.repo / head_name / str(new)
+        os.rename(src, dst)
+
+        def undo_version():
+            move_out(dst, src)
+            if server is not None:
+                server.load(head_name)  # back to the previous newest version
+
+        op.tx.on_failure(f"remove {head_name}/{new} and reload version {previous}", undo_version)
+        if server is not None:
+            op.step = f"loading {head_name} version {new}"
+            server.load(head_name)
+            op.step = f"canary through {task}"
+            if server.ready(task):
+                diff = _served_canary(server, task, insp.canary)
+                insp.canary_diff = diff if diff is not None else insp.canary_diff
+            _multitask_canary(server, insp.entry, insp.canary)
 
 
 def _prune(repo: Path, task: str, keep: int) -> list[int]:
@@ -729,45 +340,37 @@ def rollback_head(
     task: str, repo: str | Path, server: ServerControl | None = None, lock_timeout_s: float = 120.0
 ) -> Result:
     """Undo the last swap: take the newest version folder out, reload, canary the previous version."""
-    t0 = time.monotonic()
-    repo = Path(repo).resolve()
-    if server is not None:
-        server.check()
-    _check_name(task)
-    with RepositoryLock(repo, f"swap-head --rollback {task}", lock_timeout_s):
-        vs = versions_of(repo, task)
+    with _operation("swap-head --rollback", repo, server, lock_timeout_s, task=task) as op:
+        vs = versions_of(op.repo, task)
         if len(vs) < 2:
             raise HotswapError(f"task {task!r} has versions {vs} on disk: nothing to roll back to")
-        head_name = head_model_name(task)
         newest, previous = vs[-1], vs[-2]
-        staging = _staging_dir(repo)
-        tx = _Transaction()
-        step = f"moving version {newest} out of {head_name}"
-        canary = read_canary(repo / head_name / str(previous))
-        diff = None
-        try:
-            try:
-                src, aside = repo / head_name / str(newest), staging / str(newest)
-                os.rename(src, aside)
+        diff = _serve_previous_version(op, newest, previous)
+    return op.result(previous, diff, quality=_version_quality(op.repo / head_model_name(task) / str(previous)))
 
-                def undo_move():
-                    os.rename(aside, src)
-                    if server is not None:
-                        server.load(head_name)
 
-                tx.on_failure(f"restore {head_name}/{newest} and reload it", undo_move)
-                if server is not None:
-                    step = f"reloading {head_name} at version {previous}"
-                    server.load(head_name)
-                    step = f"canary through {task}"
-                    if server.ready(task):
-                        diff = _served_canary(server, task, canary)
-            except Exception as exc:
-                raise _fail(exc, tx, step) from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return Result("swap-head --rollback", task, previous, server is not None, diff, time.monotonic() - t0,
-                  quality=_version_quality(repo / head_name / str(previous)))
+def _serve_previous_version(op: _Operation, newest: int, previous: int) -> float | None:
+    """Move the newest version aside, reload the head at ``previous``, canary it with that version's canary."""
+    task, head_name, server = op.task, head_model_name(op.task), op.server
+    canary = read_canary(op.repo / head_name / str(previous))
+    diff = None
+    with op.changing(f"moving version {newest} out of {head_name}"):
+        src, aside = op.repo / head_name / str(newest), op.staging / str(newest)
+        os.rename(src, aside)
+
+        def undo_move():
+            os.rename(aside, src)
+            if server is not None:
+                server.load(head_name)
+
+        op.tx.on_failure(f"restore {head_name}/{newest} and reload it", undo_move)
+        if server is not None:
+            op.step = f"reloading {head_name} at version {previous}"
+            server.load(head_name)
+            op.step = f"canary through {task}"
+            if server.ready(task):
+                diff = _served_canary(server, task, canary)
+    return diff
 
 
 def _version_quality(version_dir: Path) -> str:
@@ -778,49 +381,46 @@ def _version_quality(version_dir: Path) -> str:
         return ""
 
 
+# ---------------------------------------------------------------- remove-head and list-heads
+
+
 def remove_head(
     task: str, repo: str | Path, server: ServerControl | None = None, lock_timeout_s: float = 120.0
 ) -> Result:
     """Take a task out: ``multitask`` first (so no request is routed to it), then its ensemble, then the head."""
-    t0 = time.monotonic()
-    repo = Path(repo).resolve()
-    if server is not None:
-        server.check()
-    _check_name(task)
-    with RepositoryLock(repo, f"remove-head {task}", lock_timeout_s):
-        head_name = head_model_name(task)
-        if not (repo / head_name / "config.pbtxt").exists():
-            raise HotswapError(f"task {task!r} is not deployed in {repo}")
-        remaining = [e for e in scan_heads(repo) if e.task != task]
+    with _operation("remove-head", repo, server, lock_timeout_s, task=task) as op:
+        if not (op.repo / head_model_name(task) / "config.pbtxt").exists():
+            raise HotswapError(f"task {task!r} is not deployed in {op.repo}")
+        remaining = [e for e in scan_heads(op.repo) if e.task != task]
         if not remaining:
             raise HotswapError(f"{task!r} is the last head: the multitask ensemble needs at least one")
-        opts = deployed_options(repo)
-        staging = _staging_dir(repo)
-        tx = _Transaction()
-        step = "rewriting multitask without it"
-        try:
-            try:
-                _rewrite_multitask(repo, opts, server, tx, remaining)
-                for name in (task, head_name):
-                    if server is not None and server.ready(name):
-                        step = f"unloading {name}"
-                        tx.on_failure(f"reload {name}", lambda n=name: server.load(n))
-                        server.unload(name)
-                for name in (task, head_name):
-                    if (repo / name).exists():
-                        step = f"moving {name}/ out of the repository"
-                        src, aside = repo / name, staging / name
-                        os.rename(src, aside)
-                        tx.on_failure(f"restore {name}/", lambda s=src, a=aside: os.rename(a, s))
-            except Exception as exc:
-                raise _fail(exc, tx, step) from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return Result("remove-head", task, None, server is not None, None, time.monotonic() - t0)
+        _take_out_of_service(op, deployed_options(op.repo), remaining)
+    return op.result(None)
+
+
+def _take_out_of_service(op: _Operation, opts: ServingOptions, remaining: Sequence[HeadEntry]) -> None:
+    """``multitask`` without the task, then unload its ensemble and head, then move both folders aside."""
+    names, server, tx = (op.task, head_model_name(op.task)), op.server, op.tx
+    with op.changing("rewriting multitask without it"):
+        _rewrite_multitask(op.repo, opts, server, tx, remaining)
+        for name in names:
+            if server is not None and server.ready(name):
+                op.step = f"unloading {name}"
+                tx.on_failure(f"reload {name}", lambda n=name: server.load(n))
+                server.unload(name)
+        for name in names:
+            if (op.repo / name).exists():
+                op.step = f"moving {name}/ out of the repository"
+                src, aside = op.repo / name, op.staging / name
+                os.rename(src, aside)
+                tx.on_failure(f"restore {name}/", lambda s=src, a=aside: os.rename(a, s))
 
 
 def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[dict]:
-    """Heads on disk (versions, the one served) and, with a server, each model's state there."""
+    """Heads on disk (versions, the one served) and, with a server, each model's state there.
+
+    It changes nothing, so it takes no lock and none of the operations' preamble.
+    """
     repo = Path(repo)
     if not repo.is_dir():
         raise RepositoryError(f"no model repository at {repo}")
@@ -835,21 +435,13 @@ def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[di
             "branch_layer": e.branch_layer,
             "versions": vs,
             "serving_version": vs[-1] if vs else None,
-            "in_multitask": _in_multitask(repo, e.task),
+            "in_multitask": in_multitask(repo, e.task),
         }
         if server is not None:
             row["head_state"] = states.get(head_model_name(e.task), "not loaded")
             row["ensemble_state"] = states.get(e.task, "not loaded")
         rows.append(row)
     return rows
-
-
-def _in_multitask(repo: Path, task: str) -> bool:
-    try:
-        cfg = configs.read_config(repo / MULTITASK)
-    except OSError:
-        return False
-    return any(s.model_name == head_model_name(task) for s in cfg.ensemble_scheduling.step)
 
 
 __all__ = [
@@ -861,11 +453,15 @@ __all__ = [
     "DeployedTrunk",
     "HeadRejected",
     "HotswapError",
+    "InspectedHead",
+    "RepositoryLock",
     "RepositoryLocked",
     "Result",
     "ServerControl",
     "ServerUnavailable",
     "add_head",
+    "compare_canary",
+    "deployed_options",
     "inspect_head",
     "list_heads",
     "remove_head",

@@ -19,7 +19,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli import COMMANDS
 
 
 def _server(args):
@@ -117,6 +116,3 @@ def register(sub) -> None:
     ls.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     _common(ls)
     ls.set_defaults(func=_run(_list))
-
-
-COMMANDS.append(register)

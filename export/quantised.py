@@ -22,34 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
+from trunkserve.artifacts import read_canary, write_canary
 from trunkserve.canary import CANARY_ATOL
 
 from . import configs
 from .configs import MODEL_FILES, PYTHON_ORT
+from .deployed import DeployedTrunk, onnx_session
+from .names import FLOAT32_REFERENCE, QUANTISATION, TRUNK, VERSION, head_model_name
+from .repository import scan_heads, trunk_quantisation
 
-QUANTISATION = "quantisation"
-FLOAT32_REFERENCE = "float32_reference.onnx"
-
-
-def trunk_quantisation(repo: str | Path) -> str:
-    """The scheme the deployed trunk was quantised with, or ``""`` for float32 graphs."""
-    from .repository import TRUNK
-
-    p = configs.read_config(Path(repo) / TRUNK).parameters
-    return p[QUANTISATION].string_value if QUANTISATION in p else ""
+__all__ = ["FLOAT32_REFERENCE", "QUANTISATION", "keep_float32_trunk", "mark_quantised", "rederive_canaries",
+           "served_reference", "trunk_quantisation"]
 
 
 def keep_float32_trunk(repo: str | Path) -> Path:
     """Copy the (still float32) served trunk graph to ``FLOAT32_REFERENCE``; call before quantising."""
-    from .repository import TRUNK
-
-    version = Path(repo) / TRUNK / "1"
+    version = Path(repo) / TRUNK / VERSION
     return Path(shutil.copy2(version / MODEL_FILES[PYTHON_ORT], version / FLOAT32_REFERENCE))
 
 
 def mark_quantised(repo: str | Path, scheme: str) -> None:
-    from .repository import TRUNK
-
     folder = Path(repo) / TRUNK
     cfg = configs.read_config(folder)
     cfg.parameters[QUANTISATION].string_value = scheme
@@ -68,13 +60,6 @@ def served_reference(canary: dict, outputs: dict[str, np.ndarray], scheme: str) 
 
 def rederive_canaries(repo: str | Path, scheme: str) -> None:
     """Give every deployed head version a canary from the repository's own (quantised) graphs."""
-    import onnxruntime as ort
-
-    from trunkserve.artifacts import read_canary, write_canary
-
-    from .hotswap import DeployedTrunk
-    from .repository import head_model_name, scan_heads
-
     repo = Path(repo)
     trunk = DeployedTrunk(repo)
     for entry in scan_heads(repo):
@@ -83,7 +68,7 @@ def rederive_canaries(repo: str | Path, scheme: str) -> None:
             canary = read_canary(version)
             if canary is None:
                 continue
-            sess = ort.InferenceSession(str(version / MODEL_FILES[PYTHON_ORT]), providers=["CPUExecutionProvider"])
+            sess = onnx_session(version / MODEL_FILES[PYTHON_ORT])
             names = list(canary["outputs"])
             got = dict(zip(names, sess.run(names, trunk.texts_feeds(canary["texts"], entry.branch_layer, served=True))))
             write_canary(version, served_reference(canary, got, scheme))

@@ -26,7 +26,7 @@ import torch
 
 from trunkserve.artifacts import CANARY, HEAD_JSON, HeadMeta, load_head, read_meta
 from trunkserve.backbone import Backbone, load_backbone
-from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN, ONNX_OPSET
+from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
 from trunkserve.fingerprint import trunk_fingerprint
 from trunkserve.modules import REGRESSION, Head, HeadGraph, Trunk
 from trunkserve.specs import (
@@ -39,25 +39,18 @@ from trunkserve.specs import (
     head_spec,
     hidden_name,
     tokenizer_spec,
-    trunk_spec,
 )
 from trunkserve.tokenization import BucketTokenizer
 
 from . import configs, quality
-from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions, Step
+from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, ServingOptions, Step
 from .errors import RepositoryError
+from .names import HEAD_PREFIX, MULTITASK, QUANTISATION, TOKENIZER, TRUNK, VERSION, head_model_name, head_task
 from .onnx_export import export_head, export_trunk
-from .quantised import trunk_quantisation
 from .shims import ONNX_MODEL, TOKENIZER_MODEL, write_shim
 from .validate import ValidationReport, compare_with_torch, sentence_feeds
 
-TOKENIZER, TRUNK, MULTITASK = "tokenizer", "trunk", "multitask"
-VERSION = "1"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def head_model_name(task: str) -> str:
-    return f"head_{task}"
 
 
 #: What a trunk built before its config recorded the backbone says it was built from.
@@ -97,6 +90,12 @@ class TrunkInfo:
         if not (folder / "config.pbtxt").exists():
             raise RepositoryError(f"{repo}: no trunk model (build the repository first)")
         return cls.from_config(configs.read_config(folder))
+
+
+def trunk_quantisation(repo: str | Path) -> str:
+    """The scheme the deployed trunk was quantised with (its config's ``quantisation``), or ``""`` for float32 graphs."""
+    p = configs.read_config(Path(repo) / TRUNK).parameters
+    return p[QUANTISATION].string_value if QUANTISATION in p else ""
 
 
 @dataclass
@@ -205,12 +204,14 @@ def write_head_model(
     feeds: Mapping[int, dict[str, np.ndarray]],
     version: str = VERSION,
     write_config: bool = True,
+    loaded: tuple[Head, HeadMeta] | None = None,
 ) -> tuple[HeadEntry, ValidationReport]:
     """Export one head artefact into ``repo/head_<task>/<version>/`` and validate it against PyTorch.
 
-    ``feeds`` maps each trunk depth to real trunk outputs (see ``hidden_feeds``).
+    ``feeds`` maps each trunk depth to real trunk outputs (see ``hidden_feeds``);
+    ``loaded`` is the artefact's ``load_head`` where the caller read it already.
     """
-    head, meta = load_head(head_dir)
+    head, meta = loaded if loaded is not None else load_head(head_dir)
     check_head_fits(meta, info)
     folder = repo / head_model_name(meta.task)
     onnx_path = folder / version / MODEL_FILES[PYTHON_ORT]
@@ -257,10 +258,15 @@ def read_head_entry(repo: Path, task: str) -> HeadEntry:
     return HeadEntry(task, p["task_type"], int(p["num_labels"]), int(p["branch_layer"]))
 
 
+def head_model_folders(repo: str | Path) -> list[Path]:
+    """The head model folders (``head_<task>/`` with a config) in the repository, sorted by name."""
+    return sorted(d for d in Path(repo).glob(f"{HEAD_PREFIX}*") if (d / "config.pbtxt").exists())
+
+
 def scan_heads(repo: str | Path) -> list[HeadEntry]:
     """Heads present in the repository folder, sorted by task name."""
     repo = Path(repo)
-    return [read_head_entry(repo, d.name[len("head_"):]) for d in sorted(repo.glob("head_*")) if (d / "config.pbtxt").exists()]
+    return [read_head_entry(repo, head_task(d.name)) for d in head_model_folders(repo)]
 
 
 def _front_steps(head_depths: Iterable[int]) -> list[Step]:
@@ -488,8 +494,8 @@ def _write_readme(repo: Path, info: TrunkInfo, entries: Sequence[HeadEntry], opt
         "| trunk | frozen embeddings + bottom layers -> hidden states |",
     ]
     for e in entries:
-        lines.append(f"| head_{e.task} | {e.task_type} head on hidden_{e.branch_layer} |")
-        lines.append(f"| {e.task} | ensemble tokenizer -> trunk -> head_{e.task} |")
+        lines.append(f"| {head_model_name(e.task)} | {e.task_type} head on {hidden_name(e.branch_layer)} |")
+        lines.append(f"| {e.task} | ensemble tokenizer -> trunk -> {head_model_name(e.task)} |")
     lines.append("| multitask | ensemble: one trunk pass feeds every head |")
     (repo / "README.md").write_text("\n".join(lines) + "\n")
 

@@ -1,7 +1,7 @@
 """TensorRT plans for the ``tensorrt`` backend, built with ``trtexec`` on the target GPU.
 
 Plans are specific to the GPU and TensorRT version that build them, so they are
-never shipped: ``python -m export build-plans --repo model_repository`` runs in
+never shipped: ``python -m export build-plans --repo model_repository`` (``tensorrt_cli``) runs in
 the serving container (see ``docker/``) and turns each ``1/model.onnx`` of a
 ``tensorrt_plan`` model into ``1/model.plan``. Optimisation profiles come from
 the same graph specs as everything else (batch 1..max_batch_size, sequence
@@ -10,7 +10,6 @@ the same graph specs as everything else (batch 1..max_batch_size, sequence
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,27 +71,3 @@ def build_plans(repo: str | Path, max_seq_len: int = 128, fp16: bool = True, dry
                 raise ExportError("trtexec not found: run this inside the Triton/TensorRT container on the target GPU")
             subprocess.run(cmd, check=True)
     return commands
-
-
-def _run(args) -> int:
-    build_plans(args.repo, args.max_seq_len, fp16=not args.fp32, dry_run=args.dry_run)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-plans", help="build TensorRT plans for a --backend tensorrt repository (on the GPU)")
-    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="repository built with --backend tensorrt")
-    p.add_argument("--max-seq-len", type=int, default=128, help="longest sequence the plans' optimisation profile takes")
-    p.add_argument("--fp32", action="store_true", help="no --fp16")
-    p.add_argument("--dry-run", action="store_true", help="print the trtexec commands only")
-    p.set_defaults(func=_run)
-
-
-def _attach() -> None:
-    from .cli import COMMANDS
-
-    if register not in COMMANDS:
-        COMMANDS.append(register)
-
-
-_attach()

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_TYPE_IDS
+from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, HEAD_PREFIX, TOKEN_TYPE_IDS
 
 from .errors import LoadTestError
 
@@ -62,7 +62,7 @@ def repository_sizes(repo: str | Path) -> GraphSizes:
     if (repo / TRUNK / "config.pbtxt").exists():
         params = configs.read_config(repo / TRUNK).parameters
         hidden = int(params["hidden_size"].string_value) if "hidden_size" in params else 0
-    for meta in sorted(repo.glob("head_*/*/head.json")):
+    for meta in sorted(repo.glob(f"{HEAD_PREFIX}*/*/head.json")):
         cfg = json.loads(meta.read_text()).get("bert_config", {})
         return GraphSizes(hidden or int(cfg.get("hidden_size", 0)), int(cfg.get("num_attention_heads", 0)),
                           int(cfg.get("vocab_size", 0)))

@@ -408,3 +408,40 @@ def test_a_failed_head_that_training_shipped_anyway_says_what_it_holds(new_heads
     assert describe(meta) == ("head cola: validation 68.4 (majority class 69.1, teacher 69.0; "
                               "quality gate: FAILED, shipped the student (shipping the student anyway))")
     assert meta.failed_gate
+
+
+def test_add_head_reads_the_head_folder_once(repo, new_heads, monkeypatch):
+    """The artefact is read once (gate, validation and export all use that read), not once per check."""
+    import trunkserve.artifacts as artifacts
+
+    reads, real = [], artifacts.read_meta
+    monkeypatch.setattr(artifacts, "read_meta", lambda folder: reads.append(Path(folder)) or real(folder))
+    assert add_head(new_heads["qnli"], repo).version == 1
+    assert reads == [Path(new_heads["qnli"])]
+
+
+class _Refusing:
+    """A tritonclient stand-in whose every call fails with ``said``."""
+
+    def __init__(self, said: str):
+        self.said = said
+
+    def load_model(self, *args, **kwargs):
+        raise Exception(self.said)
+
+
+@pytest.mark.parametrize("said", ["[403] This API is restricted, expecting header 'x-trunkserve-admin-key'",
+                                  "[StatusCode.UNAVAILABLE] This protocol is restricted, expecting header "
+                                  "'triton-grpc-protocol-x-trunkserve-admin-key'"])
+def test_a_restricted_api_is_a_refusal_naming_the_fix_not_an_unreachable_server(said, monkeypatch):
+    from export.hotswap import AdminKeyMissing, AdminKeyRefused, ServerControl, ServerUnavailable
+
+    monkeypatch.delenv("TRUNKSERVE_ADMIN_KEY", raising=False)
+    for key, error in ((None, AdminKeyMissing), ("wrong-key", AdminKeyRefused)):
+        ctl = ServerControl("localhost:1", admin_key=key)
+        ctl.client = _Refusing(said)
+        with pytest.raises(error, match="load sst2: Triton at localhost:1 refused the model-repository API"):
+            ctl.load("sst2")
+    ctl.client = _Refusing("[StatusCode.UNAVAILABLE] failed to connect to all addresses")
+    with pytest.raises(ServerUnavailable, match="cannot reach Triton at localhost:1"):
+        ctl.load("sst2")

@@ -38,6 +38,20 @@ _TRITON_DTYPES = {
 }
 
 
+#: A task's head graph is the Triton model ``head_<task>``; the task's ensemble carries the task's own name.
+HEAD_PREFIX = "head_"
+
+
+def head_model_name(task: str) -> str:
+    """The model (and graph) name of ``task``'s head: every module that names a head model asks here."""
+    return f"{HEAD_PREFIX}{task}"
+
+
+def head_task(model: str) -> str | None:
+    """The task whose head ``model`` is (``head_sst2`` -> ``sst2``), or None for any other model name."""
+    return model[len(HEAD_PREFIX):] if model.startswith(HEAD_PREFIX) else None
+
+
 def hidden_name(depth: int) -> str:
     """Trunk output name for the hidden states after ``depth`` layers."""
     return f"hidden_{int(depth)}"
@@ -118,7 +132,7 @@ def head_output_specs(task_type: str, num_labels: int) -> tuple[TensorSpec, ...]
 
 def head_spec(task: str, task_type: str, num_labels: int, hidden_size: int) -> GraphSpec:
     return GraphSpec(
-        name=f"head_{task}",
+        name=head_model_name(task),
         inputs=(
             TensorSpec(HEAD_HIDDEN, np.dtype(np.float32), (BATCH, SEQUENCE, hidden_size)),
             _ids(ATTENTION_MASK),

@@ -1,0 +1,105 @@
+"""Imports run one way: the import-linter contracts in pyproject.toml hold, and export/ hides no cycle.
+
+Why a test: a cycle hidden by an import inside a function, or a client that
+starts importing torch, breaks nothing at once; it breaks the next refactor or
+the locust image. Here it fails the suite instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ("trunkserve", "export", "client", "training", "loadtest")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def test_import_contracts_are_kept():
+    lint = Path(sys.executable).parent / "lint-imports"  # the venv's, pinned in requirements.txt
+    p = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 broken" in p.stdout
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.Import | ast.ImportFrom, module: str, package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    parts = module.split(".")
+    base = parts[: len(parts) - node.level + package] if node.level else []  # ``from .x`` in a package's __init__
+    return [".".join(base + ([node.module] if node.module else []))]
+
+
+def function_level_imports(path: Path) -> list[tuple[str, str, int]]:
+    """``(importer, imported, line)`` for each import of a project module inside a function of ``path``."""
+    module, package, found = _module_name(path), path.name == "__init__.py", []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found += [(module, name, node.lineno) for name in _imported(node, module, package) if name.split(".")[0] in PROJECT]
+    return found
+
+
+def _is_cli(module: str) -> bool:
+    return module == "export.cli" or module.endswith("_cli")
+
+
+def test_export_has_no_function_level_imports_that_dodge_a_cycle():
+    """Library modules of export/ import the project at module level; the CLI modules may defer a heavy
+    library (``python -m export --help`` stays torch-free) only where a module-level import would be no cycle.
+
+    Lazy imports of third-party modules (onnxruntime, tritonclient) are not project imports and stay allowed.
+    """
+    graph = grimp.build_graph(*PROJECT, cache_dir=None)
+    lazy = [hit for path in sorted((ROOT / "export").glob("*.py")) for hit in function_level_imports(path)]
+    in_library = [f"{a} -> {b} (line {n})" for a, b, n in lazy if not _is_cli(a)]
+    assert not in_library, f"import these at module level (a cycle? move what both need lower): {in_library}"
+    cycles = [f"{a} -> {b} (line {n}): {' -> '.join(chain)}" for a, b, n in lazy
+              if (chain := graph.find_shortest_chain(importer=b, imported=a))]
+    assert not cycles, f"function-level imports hiding a cycle: {cycles}"
+
+
+def test_the_check_sees_imports_inside_functions():
+    """The AST walk above finds relative and absolute imports nested in functions (not module-level ones)."""
+    path = ROOT / "export" / "cli.py"
+    assert ("export.cli", "export.repository", _line_of(path, "from .repository import build_repository")) in \
+        function_level_imports(path)
+    assert not [hit for hit in function_level_imports(path) if hit[1] == "export.cli_options"]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_the_export_cli_starts_without_torch():
+    """Why the CLI modules defer the libraries: ``python -m export --help`` answers without importing torch."""
+    code = "import sys, export.cli; export.cli.parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_the_client_names_head_models_as_the_server_does():
+    """The client keeps its own copy of the head model name (it ships without trunkserve): the two must agree."""
+    import client.api
+    from export import names
+    from trunkserve import specs
+
+    assert client.api.head_model_name("sst2") == specs.head_model_name("sst2") == names.head_model_name("sst2") == "head_sst2"
+    assert client.api.HEAD_PREFIX == specs.HEAD_PREFIX and client.api.MULTITASK == names.MULTITASK
+    assert specs.head_task(specs.head_model_name("qnli")) == "qnli" and specs.head_task("multitask") is None
+    assert specs.head_spec("sst2", "classification", 2, 8).name == specs.head_model_name("sst2")
