@@ -74,6 +74,14 @@ def test_export_has_no_function_level_imports_that_dodge_a_cycle():
     assert not cycles, f"function-level imports hiding a cycle: {cycles}"
 
 
+def test_training_library_modules_import_the_project_at_module_level():
+    """training/ was split so that nothing imports back (options < prepare < trials < parallel < jobs <
+    pipeline < report < ablation); only the CLI defers its imports (``--help`` without torch)."""
+    lazy = [f"{a} -> {b} (line {n})" for path in sorted((ROOT / "training").rglob("*.py"))
+            for a, b, n in function_level_imports(path) if a != "training.__main__"]
+    assert not lazy, f"import these at module level: {lazy}"
+
+
 def test_the_check_sees_imports_inside_functions():
     """The AST walk above finds relative and absolute imports nested in functions (not module-level ones)."""
     path = ROOT / "export" / "cli.py"
