@@ -148,30 +148,33 @@ def _mean_dev(results: list[dict], role: str, split: str) -> float:
     return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
 
 
-def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None) -> dict:
-    """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
+def seed_results(jobs: TaskJobs, search: TaskSearch, trial: Trial) -> list[dict]:
+    """The chosen trial scored on every seed: the search's own on seeds it trained, new training on the others."""
     opts, prep, task = search.opts, search.prep, search.task
-    bb, log = jobs.bb, jobs.log
-    d, k = prep.data, trial.k
 
     def full(seed: int) -> dict:
         return jobs.full(task, seed)
 
-    seeds = [seed_result(bb, prep, opts, opts.seeds[0], trial, search.trials, log, full)]
+    seeds = [seed_result(jobs.bb, prep, opts, opts.seeds[0], trial, search.trials, jobs.log, full)]
     for seed in opts.seeds[1:]:
         if seed in search.later:  # already trained by the search
             tried, again = search.later[seed], search.on_seed(seed, trial)
         else:
             tried = jobs.trials(task, seed, [(trial.k, trial.n, trial.m)])
             again = tried[0]
-        seeds.append(seed_result(bb, prep, opts, seed, again, tried, log, full))
-    best = max(seeds, key=lambda r: r["student"]["val"])
+        seeds.append(seed_result(jobs.bb, prep, opts, seed, again, tried, jobs.log, full))
+    return seeds
+
+
+def task_summary(search: TaskSearch, trial: Trial, seeds: list[dict], best: dict) -> dict:
+    """What the summary JSON and the report keep of a task: data sizes, the choice, every seed, the dev means."""
+    opts, prep, d = search.opts, search.prep, search.prep.data
     headline_split = next(iter(prep.dev))
     summary = {
-        "task": task, "task_type": d.task_type, "metric": d.metric, "labels": d.labels,
+        "task": search.task, "task_type": d.task_type, "metric": d.metric, "labels": d.labels,
         "train_rows": len(prep.train), "val_rows": len(prep.val), "dev_rows": {k_: len(v) for k_, v in prep.dev.items()},
         "truncated_train": prep.train.truncated, "cache_bytes": prep.cache_bytes, "cache_seconds": prep.cache_seconds,
-        "k": k, "n": trial.n, "m": trial.m, "headline_split": headline_split,
+        "k": trial.k, "n": trial.n, "m": trial.m, "headline_split": headline_split,
         "seeds": [{kk: vv for kk, vv in r.items() if not kk.startswith("_")} for r in seeds],
         "task_description": prep.describe(),
         "best_seed": best["seed"],
@@ -179,48 +182,80 @@ def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, tea
     for role in ("teacher", "student") + (("full",) if opts.full_baseline else ()):
         summary[f"{role}_dev_mean"] = _mean_dev(seeds, role, headline_split)
         summary[f"{role}_dev_std"] = float(np.std([r[role]["dev"][headline_split]["score"] for r in seeds]))
-    if opts.mkdm and len(seeds) > 1:
-        teachers = [r["_teacher"] for r in seeds]
-        mk, mk_fit = train_student(
-            teachers, prep.caches["train"], prep.caches["val"], k, d.metric,
-            opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
-            temperature=opts.temperature, refit_steps=opts.refit_steps, desc=f"{task} MKDM student ({len(teachers)} teachers)",
-        )
-        summary["mkdm"] = {"teachers": len(teachers), "val": mk_fit.best_score,
-                           "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
-        log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {summary['mkdm']['dev'][headline_split]['score']:.2f}")
-    training = {
+    return summary
+
+
+def mkdm_result(search: TaskSearch, trial: Trial, seeds: list[dict], log) -> dict:
+    """One student from every seed's teacher (their averaged soft labels), scored on dev: reported only."""
+    opts, prep, task, k = search.opts, search.prep, search.task, trial.k
+    teachers = [r["_teacher"] for r in seeds]
+    mk, mk_fit = train_student(
+        teachers, prep.caches["train"], prep.caches["val"], k, prep.data.metric,
+        opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
+        temperature=opts.temperature, refit_steps=opts.refit_steps, desc=f"{task} MKDM student ({len(teachers)} teachers)",
+    )
+    result = {"teachers": len(teachers), "val": mk_fit.best_score,
+              "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
+    log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {result['dev'][next(iter(prep.dev))]['score']:.2f}")
+    return result
+
+
+def training_record(search: TaskSearch, trial: Trial, best: dict) -> dict:
+    """``head.json``'s ``training``: the recipe and the choice that produced the head."""
+    opts, prep = search.opts, search.prep
+    return {
         "teacher_layers": trial.n, "temperature": opts.temperature, "soft_weight": opts.soft_weight,
         "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],
         "seeds": list(opts.seeds), "max_train": opts.max_train, "train_rows": len(prep.train),
         "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search, "search_every_seed": opts.search_every_seed,
         "candidates": best["candidates"], "fit": opts.fit_config(best["seed"]).to_dict(),
         "student_epochs": opts.student_epochs or opts.epochs,
-        "data": "glue" if task in GLUE_TASKS and not search.custom else "custom",
+        "data": "glue" if search.task in GLUE_TASKS and not search.custom else "custom",
+        "schedule": best["_trial"].schedules,
     }
+
+
+def write_heads(jobs: TaskJobs, search: TaskSearch, trial: Trial, best: dict, summary: dict, out: Path,
+                teachers_out: Path | None) -> tuple[Path, object]:
+    """Judge the best seed (``gate``), write what ships to ``out/<task>`` and its teacher to ``teachers_out``."""
+    opts, prep, task, k, bb = search.opts, search.prep, search.task, trial.k, jobs.bb
     verdict = gate(prep, opts, best["_trial"])
     shipped = "teacher" if verdict.decision == "teacher" else "student"
     majority = {"validation": prep.majority["val"], "dev": {sp: prep.majority[f"dev:{sp}"] for sp in prep.dev}}
     summary.update(quality=verdict.to_dict(), quality_gate=opts.quality_gate, shipped=shipped, majority=majority)
-    s_metrics = {"dev": best[shipped]["dev"], "validation_score": best[shipped]["val"], "majority": majority,
-                 "quality": verdict.to_dict(), "teacher_dev": best["teacher"]["dev"],
-                 "dev_mean_over_seeds": summary[f"{shipped}_dev_mean"]}
-    schedules = best["_trial"].schedules
+    training = training_record(search, trial, best)
+    metrics = {"dev": best[shipped]["dev"], "validation_score": best[shipped]["val"], "majority": majority,
+               "quality": verdict.to_dict(), "teacher_dev": best["teacher"]["dev"],
+               "dev_mean_over_seeds": summary[f"{shipped}_dev_mean"]}
     head = best[f"_{shipped}"]
-    student_dir = write_head(out / task, bb, head, head_meta(
-        bb, prep, head, k, opts, s_metrics, {**training, "role": shipped, "student_layers": trial.m, "schedule": schedules}))
-    summary["student_dir"] = str(student_dir)
+    head_dir = write_head(out / task, bb, head, head_meta(
+        bb, prep, head, k, opts, metrics, {**training, "role": shipped, "student_layers": trial.m}))
+    summary["student_dir"] = str(head_dir)
     if teachers_out is not None:
         t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"], "majority": majority}
         summary["teacher_dir"] = str(write_head(teachers_out / task, bb, best["_teacher"], head_meta(
-            bb, prep, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher", "schedule": schedules})))
+            bb, prep, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher"})))
+    return head_dir, verdict
+
+
+def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None) -> dict:
+    """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
+    opts, prep, task = search.opts, search.prep, search.task
+    seeds = seed_results(jobs, search, trial)
+    best = max(seeds, key=lambda r: r["student"]["val"])
+    summary = task_summary(search, trial, seeds, best)
+    if opts.mkdm and len(seeds) > 1:
+        summary["mkdm"] = mkdm_result(search, trial, seeds, jobs.log)
+    head_dir, verdict = write_heads(jobs, search, trial, best, summary, out, teachers_out)
     summary["seconds"] = time.perf_counter() - search.started
-    log(f"[{task}] k={k} n={trial.n} m={trial.m}: dev ({headline_split}) teacher "
-        f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
-        + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
-        + f", majority class {prep.majority[f'dev:{headline_split}']['score']:.2f}"
-        + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {student_dir}")
-    log(f"[{task}] quality gate: {verdict.message}" + (f" -> {student_dir} holds the {shipped}" if shipped != "student" else ""))
+    split = summary["headline_split"]
+    jobs.log(f"[{task}] k={trial.k} n={trial.n} m={trial.m}: dev ({split}) teacher "
+             f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
+             + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
+             + f", majority class {prep.majority[f'dev:{split}']['score']:.2f}"
+             + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {head_dir}")
+    jobs.log(f"[{task}] quality gate: {verdict.message}"
+             + (f" -> {head_dir} holds the {summary['shipped']}" if summary["shipped"] != "student" else ""))
     return summary
 
 
