@@ -265,3 +265,15 @@ def test_every_training_option_has_help_and_shows_its_default():
     for words in (".csv, .tsv or .jsonl", "numeric order when all are integers", "share of the training rows held out",
                   "(default: 0.1)", "(default: 150)"):
         assert words in " ".join(th.split()), words
+
+
+def test_the_output_layer_is_refitted_where_the_data_is_small():
+    from training.distill import DistillError, should_refit
+
+    small, large = FitConfig(epochs=3, min_steps=150), FitConfig(epochs=5, min_steps=150)
+    assert should_refit("small", small, 9)  # 300 rows: 27 steps, raised to 150
+    assert not should_refit("small", large, 38)  # the capped study's RTE students: 190 steps
+    assert should_refit("always", large, 38) and not should_refit("never", small, 9)
+    assert not should_refit("always", FitConfig(epochs=0), 9)  # epochs 0: the student as initialised
+    with pytest.raises(DistillError):
+        should_refit("sometimes", small, 9)

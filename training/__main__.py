@@ -59,9 +59,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
                    help="every schedule (teacher, student, full fine-tuning) runs at least this many optimiser steps: "
                         "epochs are raised on small data, at most 100, and early stopping waits for them (0: epochs alone)")
+    p.add_argument("--refit", choices=("small", "always", "never"), default="small",
+                   help="refit the student's copied pooler and output layer to its own [CLS] states before distillation: "
+                        "small = where --min-steps raised the schedule (the copied layer cannot be recovered in so few "
+                        "steps), always, never")
     p.add_argument("--refit-steps", type=int, default=DEFAULT_REFIT_STEPS,
-                   help="steps refitting the student's copied pooler and output layer to its own [CLS] states before "
-                        "distillation (0: off)")
+                   help="minibatch steps of that refit (0: off)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate of teachers and students")
     p.add_argument("--full-lr", type=float, default=None, help="learning rate of full fine-tuning (None: --lr)")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size")
@@ -120,7 +123,7 @@ def options(a) -> dict:
         search_teacher_layers=a.search_teacher_layers, search_student_layers=a.search_student_layers,
         search_every_seed=a.search_every_seed, temperature=a.temperature, hidden_weight=a.hidden_weight,
         max_length=a.max_length, max_val=a.max_val, val_fraction=a.val_fraction, min_steps=a.min_steps,
-        refit_steps=a.refit_steps, min_ratio=a.min_student_ratio, max_dev=a.max_dev, full_baseline=a.full_baseline,
+        refit_steps=a.refit_steps, refit=a.refit, min_ratio=a.min_student_ratio, max_dev=a.max_dev, full_baseline=a.full_baseline,
         bf16=False if a.no_bf16 else None, cache_max_bytes=int(a.cache_max_gb * 2**30), backbone=a.backbone,
         progress=not a.no_progress, custom=dict(CustomTask.parse(s) for s in a.custom), jobs=a.jobs,
     )

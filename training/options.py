@@ -63,6 +63,7 @@ class HeadOptions:
     epochs: float = 3.0
     student_epochs: float | None = None
     min_steps: int = DEFAULT_MIN_STEPS  # every schedule (teacher, student, full) runs at least this many steps
+    refit: str = "small"  # refit the student's output layer: "small" (where min_steps raised the schedule), "always", "never"
     refit_steps: int = DEFAULT_REFIT_STEPS  # steps refitting the student's pooler + output layer to its own states (0: off)
     min_ratio: float = DEFAULT_MIN_RATIO  # quality gate: the student keeps at least this share of the teacher's validation score
     quality_gate: str = "fallback"  # a student that fails the gate: "fallback" ships the teacher, "refuse" marks it failed
@@ -115,6 +116,8 @@ def check_run_options(tasks: Sequence[str], max_train, options: dict) -> None:
         raise PipelineError(f"--quality-gate must be one of {', '.join(ON_FAIL)}, got {options['quality_gate']!r}")
     if "min_ratio" in options and not 0 <= float(options["min_ratio"]) <= 1:
         raise PipelineError(f"--min-student-ratio must be in 0..1, got {options['min_ratio']}")
+    if "refit" in options and options["refit"] not in ("small", "always", "never"):
+        raise PipelineError(f"--refit must be small, always or never, got {options['refit']!r}")
     for key in ("min_steps", "refit_steps"):
         if key in options and int(options[key]) < 0:
             raise PipelineError(f"{key} must be 0 or more, got {options[key]}")

@@ -192,7 +192,7 @@ def mkdm_result(search: TaskSearch, trial: Trial, seeds: list[dict], log) -> dic
     mk, mk_fit = train_student(
         teachers, prep.caches["train"], prep.caches["val"], k, prep.data.metric,
         opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
-        temperature=opts.temperature, refit_steps=opts.refit_steps, desc=f"{task} MKDM student ({len(teachers)} teachers)",
+        temperature=opts.temperature, refit_steps=opts.refit_steps, refit=opts.refit, desc=f"{task} MKDM student ({len(teachers)} teachers)",
     )
     result = {"teachers": len(teachers), "val": mk_fit.best_score,
               "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}

@@ -112,7 +112,7 @@ def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, can
             [teacher], prep.caches["train"], prep.caches["val"], k, d.metric,
             opts.fit_config(seed, epochs=opts.student_epochs), num_layers=m,
             temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
-            hidden_weight=opts.hidden_weight, refit_steps=opts.refit_steps, desc=f"{d.name} student k={k} m={m} s={seed}",
+            hidden_weight=opts.hidden_weight, refit_steps=opts.refit_steps, refit=opts.refit, desc=f"{d.name} student k={k} m={m} s={seed}",
         )
         trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds,
                             t_fit.best_metrics, s_fit.best_metrics, {"teacher": t_fit.schedule(), "student": s_fit.schedule()}))
