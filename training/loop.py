@@ -8,8 +8,8 @@ without improvement, and a tqdm bar with the running loss and last validation sc
 Small data: ``epochs`` alone gives a few hundred rows a few dozen optimiser steps, too
 few to move a fresh classifier (a 300-row task got 27 steps, and early stopping ended
 it after 20 while the scores sat at chance). So a schedule is at least ``min_steps``
-steps (epochs are raised to reach it, at most ``max_epochs``), and early stopping
-never fires before that many steps.
+steps (epochs are raised to reach it, at most ``max_epochs``), and where it was raised,
+early stopping does not fire before that many steps.
 Mixed precision (bfloat16 autocast) is used where the CPU has native bf16 (AMX /
 AVX512-BF16) or on a GPU; master weights stay float32.
 
@@ -119,6 +119,16 @@ def schedule_steps(cfg: FitConfig, steps_per_epoch: int) -> int:
     return max(natural, floor)
 
 
+def stop_floor(cfg: FitConfig, steps_per_epoch: int, total_steps: int) -> int:
+    """The step before which early stopping may not fire: ``min_steps`` where the floor raised the schedule.
+
+    A schedule that ``epochs`` already makes long enough keeps its early stopping exactly as it was, so
+    runs on larger sets (the GLUE study's) reproduce bit for bit.
+    """
+    natural = int(math.ceil(cfg.epochs * steps_per_epoch))
+    return min(cfg.min_steps, total_steps) if natural < cfg.min_steps else 0
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -165,7 +175,7 @@ def fit(
         raise ValueError(f"{desc}: nothing to train (all parameters frozen)")
     steps_per_epoch = len(make_batches(0))
     total_steps = schedule_steps(cfg, steps_per_epoch)
-    no_stop_before = min(cfg.min_steps, total_steps)
+    no_stop_before = stop_floor(cfg, steps_per_epoch, total_steps)
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
     opt, sched = make_optimizer(module, cfg, total_steps)
     use_bf16 = cfg.use_bf16
