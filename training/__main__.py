@@ -58,7 +58,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student-epochs", type=float, default=None, help="student epochs (None: --epochs)")
     p.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
                    help="every schedule (teacher, student, full fine-tuning) runs at least this many optimiser steps: "
-                        "epochs are raised on small data, at most 100, and early stopping waits for them (0: epochs alone)")
+                        "epochs are raised on small data, at most 100, and early stopping then waits for them (0: epochs alone)")
     p.add_argument("--refit", choices=("small", "always", "never"), default="small",
                    help="refit the student's copied pooler and output layer to its own [CLS] states before distillation: "
                         "small = where --min-steps raised the schedule (the copied layer cannot be recovered in so few "
