@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from trunkserve.artifacts import check_task_name, read_meta

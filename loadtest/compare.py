@@ -38,9 +38,8 @@ from export.configs import ServingOptions
 from trunkserve.defaults import DEFAULT_DEPTHS
 
 from .corpus import load_corpus
-from .deployments import DEPLOYMENTS, MERGED, SINGLE, build, model_bytes
+from .deployments import DEPLOYMENTS, MERGED, build, model_bytes
 from .errors import LoadTestError
-from .plots import throughput_vs_tasks
 from .records import window_stats
 from .resources import CpuSampler, tree_memory
 from .run import LoadSpec, run_locust

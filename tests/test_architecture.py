@@ -111,3 +111,12 @@ def test_the_client_names_head_models_as_the_server_does():
     assert client.api.HEAD_PREFIX == specs.HEAD_PREFIX and client.api.MULTITASK == names.MULTITASK
     assert specs.head_task(specs.head_model_name("qnli")) == "qnli" and specs.head_task("multitask") is None
     assert specs.head_spec("sst2", "classification", 2, 8).name == specs.head_model_name("sst2")
+
+
+def test_no_unused_imports():
+    """Unused imports hide what a module really depends on (and kept torch in modules that need none)."""
+    ruff = Path(sys.executable).parent / "ruff"  # pinned in requirements.txt
+    dirs = [d for d in (*PROJECT, "examples", "tests", "reports") if (ROOT / d).is_dir()]
+    p = subprocess.run([str(ruff), "check", "--isolated", "--select", "F401", "--output-format", "concise", *dirs],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr

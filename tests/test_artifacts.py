@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 from conftest import DEPTH
-import torch
 
 from trunkserve.artifacts import HeadArtifactError, HeadMeta, check_task_name, load_head, read_canary, save_head
 

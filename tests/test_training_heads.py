@@ -14,9 +14,8 @@ from trunkserve.modules import Head, Trunk
 from trunkserve.tokenization import BucketTokenizer
 
 from training.cache import HiddenStateCache
-from training.data.encode import encode_examples, pad_tokens
+from training.data.encode import pad_tokens
 from training.data.glue import default_glue_dir
-from training.data.types import Example
 from training.ablation import ablate_task
 from training.distill import DistillError, distillation_loss, hidden_mse, init_student, soft_cross_entropy, train_student
 from training.loop import FitConfig

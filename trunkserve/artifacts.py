@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .bert import BertConfig
 from .modules import CLASSIFICATION, REGRESSION, TASK_TYPES, Head
