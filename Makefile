@@ -22,10 +22,10 @@ demo: setup heads repository
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m trunkserve.demo --repo model_repository
 
 heads: setup
-	$(PY) -m training demo --out artifacts/heads
+	$(PY) -m trunkserve.training demo --out artifacts/heads
 
 repository: setup
-	$(PY) -m export build --heads artifacts/heads --out model_repository
+	$(PY) -m trunkserve.export build --heads artifacts/heads --out model_repository
 
 # Serve in the foreground (Ctrl-C stops it): the launcher is the `tritonserver` command in the venv.
 serve: setup

@@ -4,6 +4,6 @@
 set -euo pipefail
 repo=${TRUNKSERVE_REPO:-/models}
 if [ "${TRUNKSERVE_BACKEND:-onnxruntime}" = "tensorrt" ] && [ ! -f "$repo/trunk/1/model.plan" ]; then
-  python3 -m export build-plans --repo "$repo"
+  python3 -m trunkserve.export build-plans --repo "$repo"
 fi
 exec /opt/tritonserver/bin/tritonserver --model-repository="$repo" "$@"

@@ -69,7 +69,7 @@ def head_dirs(tmp_path_factory, backbone, trunk):
 
 @pytest.fixture(scope="session")
 def built_repo(tmp_path_factory, head_dirs):
-    from export.repository import build_repository
+    from trunkserve.export.repository import build_repository
 
     out = tmp_path_factory.mktemp("repo") / "model_repository"
     return build_repository(list(head_dirs.values()), out=out, depths=list(DEPTHS))

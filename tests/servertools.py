@@ -7,7 +7,7 @@ import re
 import torch
 import tritonclient.http as httpclient
 
-from client.transport import text_inputs as _text_inputs
+from trunkserve.client.transport import text_inputs as _text_inputs
 
 from trunkserve.artifacts import load_head
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ("trunkserve", "export", "client", "training", "loadtest")
+PROJECT = ("trunkserve",)
 
 
 def _env() -> dict[str, str]:
@@ -56,17 +56,17 @@ def function_level_imports(path: Path) -> list[tuple[str, str, int]]:
 
 
 def _is_cli(module: str) -> bool:
-    return module == "export.cli" or module.endswith("_cli")
+    return module == "trunkserve.export.cli" or module.endswith("_cli")
 
 
 def test_export_has_no_function_level_imports_that_dodge_a_cycle():
     """Library modules of export/ import the project at module level; the CLI modules may defer a heavy
-    library (``python -m export --help`` stays torch-free) only where a module-level import would be no cycle.
+    library (``python -m trunkserve.export --help`` stays torch-free) only where a module-level import would be no cycle.
 
     Lazy imports of third-party modules (onnxruntime, tritonclient) are not project imports and stay allowed.
     """
     graph = grimp.build_graph(*PROJECT, cache_dir=None)
-    lazy = [hit for path in sorted((ROOT / "export").glob("*.py")) for hit in function_level_imports(path)]
+    lazy = [hit for path in sorted((ROOT / "trunkserve" / "export").glob("*.py")) for hit in function_level_imports(path)]
     in_library = [f"{a} -> {b} (line {n})" for a, b, n in lazy if not _is_cli(a)]
     assert not in_library, f"import these at module level (a cycle? move what both need lower): {in_library}"
     cycles = [f"{a} -> {b} (line {n}): {' -> '.join(chain)}" for a, b, n in lazy
@@ -77,17 +77,17 @@ def test_export_has_no_function_level_imports_that_dodge_a_cycle():
 def test_training_library_modules_import_the_project_at_module_level():
     """training/ was split so that nothing imports back (options < prepare < trials < parallel < jobs <
     pipeline < report < ablation); only the CLI defers its imports (``--help`` without torch)."""
-    lazy = [f"{a} -> {b} (line {n})" for path in sorted((ROOT / "training").rglob("*.py"))
-            for a, b, n in function_level_imports(path) if a != "training.__main__"]
+    lazy = [f"{a} -> {b} (line {n})" for path in sorted((ROOT / "trunkserve" / "training").rglob("*.py"))
+            for a, b, n in function_level_imports(path) if a != "trunkserve.training.cli"]
     assert not lazy, f"import these at module level: {lazy}"
 
 
 def test_the_check_sees_imports_inside_functions():
     """The AST walk above finds relative and absolute imports nested in functions (not module-level ones)."""
-    path = ROOT / "export" / "cli.py"
-    assert ("export.cli", "export.repository", _line_of(path, "from .repository import build_repository")) in \
+    path = ROOT / "trunkserve" / "export" / "cli.py"
+    assert ("trunkserve.export.cli", "trunkserve.export.repository", _line_of(path, "from .repository import build_repository")) in \
         function_level_imports(path)
-    assert not [hit for hit in function_level_imports(path) if hit[1] == "export.cli_options"]
+    assert not [hit for hit in function_level_imports(path) if hit[1] == "trunkserve.export.cli_options"]
 
 
 def _line_of(path: Path, text: str) -> int:
@@ -95,20 +95,20 @@ def _line_of(path: Path, text: str) -> int:
 
 
 def test_the_export_cli_starts_without_torch():
-    """Why the CLI modules defer the libraries: ``python -m export --help`` answers without importing torch."""
-    code = "import sys, export.cli; export.cli.parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    """Why the CLI modules defer the libraries: ``python -m trunkserve.export --help`` answers without importing torch."""
+    code = "import sys, trunkserve.export.cli as cli; cli.parser(); assert 'torch' not in sys.modules, 'torch imported'"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
 
 
 def test_the_client_names_head_models_as_the_server_does():
     """The client keeps its own copy of the head model name (it ships without trunkserve): the two must agree."""
-    import client.api
-    from export import names
+    from trunkserve.client import api as client_api
+    from trunkserve.export import names
     from trunkserve import specs
 
-    assert client.api.head_model_name("sst2") == specs.head_model_name("sst2") == names.head_model_name("sst2") == "head_sst2"
-    assert client.api.HEAD_PREFIX == specs.HEAD_PREFIX and client.api.MULTITASK == names.MULTITASK
+    assert client_api.head_model_name("sst2") == specs.head_model_name("sst2") == names.head_model_name("sst2") == "head_sst2"
+    assert client_api.HEAD_PREFIX == specs.HEAD_PREFIX and client_api.MULTITASK == names.MULTITASK
     assert specs.head_task(specs.head_model_name("qnli")) == "qnli" and specs.head_task("multitask") is None
     assert specs.head_spec("sst2", "classification", 2, 8).name == specs.head_model_name("sst2")
 
@@ -116,7 +116,7 @@ def test_the_client_names_head_models_as_the_server_does():
 def test_no_unused_imports():
     """Unused imports hide what a module really depends on (and kept torch in modules that need none)."""
     ruff = Path(sys.executable).parent / "ruff"  # pinned in requirements.txt
-    dirs = [d for d in (*PROJECT, "examples", "tests", "reports") if (ROOT / d).is_dir()]
+    dirs = [d for d in (*PROJECT, "tests", "reports") if (ROOT / d).is_dir()]
     p = subprocess.run([str(ruff), "check", "--isolated", "--select", "F401", "--output-format", "concise", *dirs],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr

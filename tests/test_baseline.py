@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-from export import configs
-from export.baseline import TaskSpec, build_baseline_repository, full_model_name, make_full_model
-from export.errors import RepositoryError
+from trunkserve.export import configs
+from trunkserve.export.baseline import TaskSpec, build_baseline_repository, full_model_name, make_full_model
+from trunkserve.export.errors import RepositoryError
 from trunkserve.bert import BertConfig  # noqa: F401  (import check: full model built from the same blocks)
 
 TASKS = [TaskSpec("sst2", "classification", ("negative", "positive")), TaskSpec("stsb", "regression")]
@@ -61,7 +61,7 @@ def test_duplicate_tasks_refused(tmp_path, backbone):
 def test_baseline_serves_one_request(baseline_repo, tmp_path):
     import tritonclient.http as httpclient
 
-    from loadtest.validation import ExpectedOutputs, check_response
+    from trunkserve.loadtest.validation import ExpectedOutputs, check_response
     from tests.servertools import text_inputs
     from trunkserve.server import TritonProcess
 

@@ -1,4 +1,4 @@
-"""``python -m client`` as a subprocess against the real server: answers and every error case."""
+"""``python -m trunkserve.client`` as a subprocess against the real server: answers and every error case."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.server
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "trunkserve.client", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _lines(proc):
@@ -88,7 +88,7 @@ def test_server_unreachable(protocol):
 
 
 def test_a_restricted_api_is_a_refusal_not_an_unreachable_server():
-    from client.transport import is_connection_error, is_restricted_error
+    from trunkserve.client.transport import is_connection_error, is_restricted_error
 
     grpc_refusal = Exception("[StatusCode.UNAVAILABLE] This protocol is restricted, expecting header 'triton-grpc-protocol-x-k'")
     http_refusal = Exception("[403] This API is restricted, expecting header 'x-k'")
@@ -129,7 +129,7 @@ def pair_server(built_repo, tmp_path_factory):
     """
     import shutil
 
-    from export import configs
+    from trunkserve.export import configs
     from trunkserve.server import TritonProcess
 
     root = tmp_path_factory.mktemp("pair_repo")

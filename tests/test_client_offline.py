@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.api import TrunkserveClient, trained_on_pairs
-from client.cli import missing_pair_warning
+from trunkserve.client.api import TrunkserveClient, trained_on_pairs
+from trunkserve.client.cli import missing_pair_warning
 
 
 @pytest.mark.parametrize("params, want", [
@@ -73,10 +73,10 @@ def _parsers(parser):
 
 
 def _cli_parsers():
-    from client.cli import _parser as client_parser
-    from loadtest.int8 import _parser as int8_parser
+    from trunkserve.client.cli import _parser as client_parser
+    from trunkserve.loadtest.int8 import _parser as int8_parser
 
-    return [("python -m client", client_parser()), ("python -m loadtest.int8", int8_parser())]
+    return [("python -m trunkserve.client", client_parser()), ("python -m trunkserve.loadtest.int8", int8_parser())]
 
 
 @pytest.mark.parametrize("name, root", _cli_parsers(), ids=lambda v: v if isinstance(v, str) else "")

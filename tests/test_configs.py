@@ -8,8 +8,8 @@ import pytest
 from conftest import DEPTH, DEPTHS
 from tritonclient.grpc import model_config_pb2
 
-from export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
-from export.repository import build_repository
+from trunkserve.export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
+from trunkserve.export.repository import build_repository
 
 
 def write_tiny_backbone(folder: Path, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
@@ -105,8 +105,8 @@ def test_ensembles_route_through_trunk(repo_per_backend):
 
 
 def test_tensorrt_plan_commands(repo_per_backend):
-    from export.errors import ExportError
-    from export.tensorrt import build_plans
+    from trunkserve.export.errors import ExportError
+    from trunkserve.export.tensorrt import build_plans
 
     backend, repo = repo_per_backend
     if backend != "tensorrt":
@@ -125,7 +125,7 @@ def test_build_exposes_the_depths_the_heads_read(head_dirs, tmp_path):
     """Without ``--depths`` the trunk exposes the default depth(s) and every head's own (a study may pick k per task)."""
     import shutil
 
-    from export.repository import trunk_depths
+    from trunkserve.export.repository import trunk_depths
     from trunkserve.artifacts import read_meta
     from trunkserve.defaults import DEFAULT_DEPTHS
 
@@ -142,7 +142,7 @@ def test_build_exposes_the_depths_the_heads_read(head_dirs, tmp_path):
 
 def test_build_with_force_ships_a_head_that_failed_its_quality_gate(tiny_backbone, tmp_path, capsys):
     """``--force`` builds the set anyway and says so; without it ``test_hotswap`` checks the refusal."""
-    from export.cli import main
+    from trunkserve.export.cli import main
     from trunkserve.synthetic import make_untrained_head
 
     head = make_untrained_head(tiny_backbone, tmp_path / "heads" / "cola", "cola", branch_layer=1)
@@ -162,9 +162,9 @@ def test_build_with_force_ships_a_head_that_failed_its_quality_gate(tiny_backbon
 def test_default_depths_fit_a_shallow_backbone(tiny_backbone, head_dirs, tmp_path, capsys):
     """On 2 layers with heads at depth 1, ``build`` without ``--depths`` exposes 1 (the default 3 does not exist there);
     depths the backbone lacks are refused before any export, naming ``--depths`` and the layer count."""
-    from export.cli import main
-    from export.errors import RepositoryError
-    from export.repository import trunk_depths
+    from trunkserve.export.cli import main
+    from trunkserve.export.errors import RepositoryError
+    from trunkserve.export.repository import trunk_depths
     from trunkserve.synthetic import make_untrained_head
 
     heads = [make_untrained_head(tiny_backbone, tmp_path / "heads" / t, t, branch_layer=1, seed=i) for i, t in enumerate(("a", "b"))]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from export.cli import parser
+from trunkserve.export.cli import parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -48,9 +48,9 @@ def test_base_image_matches_bundled_triton_version():
 
 
 def test_export_commands_in_images_exist():
-    """Every `python3 -m export <cmd>` the images run is a real sub-command with real options."""
+    """Every `python3 -m trunkserve.export <cmd>` the images run is a real sub-command with real options."""
     texts = (DOCKER / "Dockerfile").read_text() + (DOCKER / "entrypoint.sh").read_text()
-    calls = re.findall(r"python3 -m export ([a-z-]+)((?: --[a-z-]+)*)", texts.replace("\\\n", " "))
+    calls = re.findall(r"python3 -m trunkserve.export ([a-z-]+)((?: --[a-z-]+)*)", texts.replace("\\\n", " "))
     assert {c[0] for c in calls} >= {"build", "build-plans"}
     p = parser()
     sub = next(a for a in p._actions if a.dest == "command")

@@ -5,9 +5,9 @@ import onnx
 import pytest
 from conftest import DEPTH
 
-from export.errors import GraphMismatchError
-from export.onnx_export import export_head, export_trunk
-from export.validate import check_interface, compare_with_torch, sentence_feeds
+from trunkserve.export.errors import GraphMismatchError
+from trunkserve.export.onnx_export import export_head, export_trunk
+from trunkserve.export.validate import check_interface, compare_with_torch, sentence_feeds
 from trunkserve.artifacts import load_head
 from trunkserve.modules import HeadGraph, Trunk
 from trunkserve.specs import head_spec, trunk_spec
@@ -60,7 +60,7 @@ def test_dynamic_axes_accept_other_shapes(trunk_onnx):
 
 
 def test_head_export_and_validation(tmp_path, head_dirs, trunk, tokenizer):
-    from export.repository import hidden_feeds
+    from trunkserve.export.repository import hidden_feeds
 
     head, meta = load_head(head_dirs["stsb"])
     path = tmp_path / "head.onnx"

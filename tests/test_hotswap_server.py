@@ -21,8 +21,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from client.api import TrunkserveClient, UnknownTask
-from export.hotswap import (
+from trunkserve.client.api import TrunkserveClient, UnknownTask
+from trunkserve.export.hotswap import (
     AccessDenied,
     AdminKeyMissing,
     AdminKeyRefused,
@@ -179,7 +179,7 @@ def test_add_swap_rollback_remove_under_load(srv, client, control, new_heads, ca
         before, t0 = load.ok, time.monotonic()
         env = dict(os.environ, PYTHONPATH=str(ROOT), TRUNKSERVE_ADMIN_KEY=KEY)
         p = subprocess.run(
-            [sys.executable, "-m", "export", "swap-head", "--rollback", "cola", "--repo", str(repo), "--url", srv.http_url],
+            [sys.executable, "-m", "trunkserve.export", "swap-head", "--rollback", "cola", "--repo", str(repo), "--url", srv.http_url],
             capture_output=True, text=True, env=env, timeout=300,
         )
         counts["rollback"] = load.ok - before
@@ -333,7 +333,7 @@ def test_repository_api_needs_the_key_inference_does_not(srv, client, new_heads,
     # the CLI: key from the environment works, none is refused with exit 2
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TRUNKSERVE_ADMIN_KEY", None)
-    cmd = [sys.executable, "-m", "export", "list-heads", "--repo", str(repo), "--url", srv.http_url]
+    cmd = [sys.executable, "-m", "trunkserve.export", "list-heads", "--repo", str(repo), "--url", srv.http_url]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2 and "AdminKeyMissing" in p.stderr and "pass --admin-key or set TRUNKSERVE_ADMIN_KEY" in p.stderr
     p = subprocess.run(cmd + ["--admin-key", "wrong-key"], capture_output=True, text=True, env=env, timeout=300)

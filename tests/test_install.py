@@ -1,7 +1,7 @@
 """What ``pyproject.toml`` promises an installer: the client part alone runs without torch.
 
 A fresh venv gets ``pip install '.[client]'`` (dependencies from the package index, as a user's
-would), and its ``python -m client`` calls the real server of the suite.
+would), and its ``python -m trunkserve.client`` calls the real server of the suite.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_a_client_only_install_has_no_torch_and_calls_the_server(server, tmp_pat
     probe = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "True", "the client extra pulled in torch"
-    got = subprocess.run([str(py), "-m", "client", "infer", "--task", "sst2", "--url", server.http_url, "a fine film"],
+    got = subprocess.run([str(py), "-m", "trunkserve.client", "infer", "--task", "sst2", "--url", server.http_url, "a fine film"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     answer = json.loads(got.stdout.splitlines()[0])

@@ -9,9 +9,9 @@ import onnx
 import pytest
 
 from conftest import DEPTHS
-from loadtest.inprocess import MergedPipeline
-from loadtest.int8 import _only, dev_scores, main, quantised_copy, served_outputs
-from training.data.glue import default_glue_dir, load_glue_task
+from trunkserve.loadtest.inprocess import MergedPipeline
+from trunkserve.loadtest.int8 import _only, dev_scores, main, quantised_copy, served_outputs
+from trunkserve.training.data.glue import default_glue_dir, load_glue_task
 
 GLUE = default_glue_dir()
 needs_glue = pytest.mark.skipif(not (GLUE / "SST-2/dev.tsv").exists(), reason="shared GLUE data not present")
@@ -76,7 +76,7 @@ def test_default_scheme_quantises_embeddings_with_one_scale_per_tensor(built_rep
 
 
 def test_unknown_scheme_is_refused(built_repo, tmp_path):
-    from loadtest.errors import LoadTestError
+    from trunkserve.loadtest.errors import LoadTestError
 
     with pytest.raises(LoadTestError, match="unknown quantisation scheme 'int4'.*int8-matmul-per-channel"):
         quantised_copy(built_repo.repo, tmp_path / "x", "int4")
@@ -84,7 +84,7 @@ def test_unknown_scheme_is_refused(built_repo, tmp_path):
 
 
 def test_report_shows_each_scheme_against_float32():
-    from loadtest.int8 import markdown
+    from trunkserve.loadtest.int8 import markdown
 
     def variant(name, sst2, stsb):
         return {"name": name, "scores": {"sst2": sst2, "stsb": stsb}, "inputs_per_s": 1.0, "cpu_s_per_input": 1.0, "model_mb": 1.0}
@@ -116,12 +116,12 @@ from test_hotswap import bad_heads, new_heads  # noqa: E402,F401 (fixtures)
 def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, tmp_path):
     import json
 
-    from export.hotswap import DeployedTrunk
-    from export.quantised import FLOAT32_REFERENCE, trunk_quantisation
+    from trunkserve.export.hotswap import DeployedTrunk
+    from trunkserve.export.quantised import FLOAT32_REFERENCE, trunk_quantisation
 
     q = quantised_copy(built_repo.repo, tmp_path / "q")
     assert trunk_quantisation(q) == "int8-matmul-per-channel" and trunk_quantisation(built_repo.repo) == ""
-    from export.repository import read_build_info
+    from trunkserve.export.repository import read_build_info
 
     assert read_build_info(q)["quantisation"] == "int8-matmul-per-channel"
     assert (q / "trunk/1" / FLOAT32_REFERENCE).read_bytes() == (built_repo.repo / "trunk/1/model.onnx").read_bytes()
@@ -140,7 +140,7 @@ def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, t
 
 
 def test_a_quantised_repository_is_not_quantised_again(built_repo, tmp_path):
-    from loadtest.errors import LoadTestError
+    from trunkserve.loadtest.errors import LoadTestError
 
     q = quantised_copy(built_repo.repo, tmp_path / "q")
     with pytest.raises(LoadTestError, match="already quantised \\(int8-matmul-per-channel\\)"):
@@ -149,7 +149,7 @@ def test_a_quantised_repository_is_not_quantised_again(built_repo, tmp_path):
 
 
 def configs_param(folder, key):
-    from export import configs
+    from trunkserve.export import configs
 
     return configs.read_config(folder).parameters[key].string_value
 
@@ -157,7 +157,7 @@ def configs_param(folder, key):
 def test_offline_hot_add_on_a_quantised_repository_keeps_the_float32_checks(built_repo, tmp_path, new_heads, bad_heads):
     import json
 
-    from export.hotswap import HeadRejected, add_head
+    from trunkserve.export.hotswap import HeadRejected, add_head
 
     q = quantised_copy(built_repo.repo, tmp_path / "q")
     corrupt, message = bad_heads["canary_mismatch"]  # the artefact's own canary is still checked, on the float32 trunk
@@ -182,7 +182,7 @@ def test_a_sharp_heads_float32_canary_fails_on_the_int8_trunk(built_repo, tmp_pa
     """What the served canary would meet without its own reference (guards the next test's strength)."""
     import json
 
-    from export.hotswap import CanaryFailed, DeployedTrunk, compare_canary
+    from trunkserve.export.hotswap import CanaryFailed, DeployedTrunk, compare_canary
     from trunkserve.modules import HeadGraph
     from trunkserve.artifacts import load_head
     import torch
@@ -200,7 +200,7 @@ def test_a_sharp_heads_float32_canary_fails_on_the_int8_trunk(built_repo, tmp_pa
 @pytest.mark.server
 def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path, sharp_heads):
     """The served canaries pass through the int8 trunk: add, swap and roll back on a real server."""
-    from export.hotswap import ServerControl, add_head, rollback_head, swap_head
+    from trunkserve.export.hotswap import ServerControl, add_head, rollback_head, swap_head
     from trunkserve.server import TritonProcess
 
     first, second = sharp_heads
@@ -242,7 +242,7 @@ def test_cli_refuses_a_folder_it_did_not_write_and_leaves_it_alone(built_repo, t
 
 @pytest.mark.parametrize("where", ["inside", "above"])
 def test_a_target_inside_the_source_or_holding_it_is_refused_even_with_overwrite(built_repo, tmp_path, where):
-    from loadtest.errors import LoadTestError
+    from trunkserve.loadtest.errors import LoadTestError
 
     if where == "inside":
         into, match = built_repo.repo / "int8", "inside the repository"
@@ -255,7 +255,7 @@ def test_a_target_inside_the_source_or_holding_it_is_refused_even_with_overwrite
 
 
 def test_overwrite_replaces_a_foreign_folder_and_an_earlier_output_is_replaced_without_it(built_repo, tmp_path):
-    from export.quantised import trunk_quantisation
+    from trunkserve.export.quantised import trunk_quantisation
 
     into = tmp_path / "q"
     into.mkdir()
@@ -271,8 +271,8 @@ def test_overwrite_replaces_a_foreign_folder_and_an_earlier_output_is_replaced_w
 @pytest.mark.parametrize("existing", [None, "foreign", "earlier"])
 def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_repo, tmp_path, monkeypatch, existing):
     """The quantisation fails half-way (after the float32 copy, as a 384-wide feed on a narrower graph did)."""
-    import loadtest.tuning
-    from loadtest.errors import LoadTestError
+    from trunkserve.loadtest import tuning
+    from trunkserve.loadtest.errors import LoadTestError
 
     into = tmp_path / "q"
     if existing == "foreign":
@@ -287,7 +287,7 @@ def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_r
         (Path(repo) / "trunk/1/model.onnx").write_bytes(b"half-written")
         raise LoadTestError("quantisation failed half-way")
 
-    monkeypatch.setattr(loadtest.tuning, "tune_repository", fail)
+    monkeypatch.setattr(tuning, "tune_repository", fail)
     with pytest.raises(LoadTestError, match="half-way"):
         quantised_copy(built_repo.repo, into, overwrite=existing == "foreign")
     assert (_tree(into) if into.exists() else None) == before
@@ -305,7 +305,7 @@ def narrow_repo(tmp_path_factory, backbone):
     import torch
     import transformers
 
-    from export.repository import build_repository
+    from trunkserve.export.repository import build_repository
     from trunkserve.backbone import load_backbone
     from trunkserve.synthetic import make_untrained_head
 
@@ -325,14 +325,14 @@ def narrow_repo(tmp_path_factory, backbone):
 
 
 def test_repository_sizes_come_from_the_repository(built_repo, narrow_repo):
-    from loadtest.tuning import GraphSizes, repository_sizes
+    from trunkserve.loadtest.tuning import GraphSizes, repository_sizes
 
     assert repository_sizes(narrow_repo) == GraphSizes(hidden_size=128, num_heads=2, vocab_size=30522)
     assert repository_sizes(built_repo.repo) == GraphSizes(hidden_size=384, num_heads=12, vocab_size=30522)
 
 
 def test_a_128_wide_backbone_is_quantised_and_serves_valid_outputs(narrow_repo, tmp_path):
-    from export.quantised import FLOAT32_REFERENCE, trunk_quantisation
+    from trunkserve.export.quantised import FLOAT32_REFERENCE, trunk_quantisation
 
     q = quantised_copy(narrow_repo, tmp_path / "q")
     assert trunk_quantisation(q) == "int8-matmul-per-channel" and (q / "trunk/1" / FLOAT32_REFERENCE).exists()

@@ -8,13 +8,13 @@ import random
 import numpy as np
 import pytest
 
-from loadtest.compare import Step, best_step
-from loadtest.corpus import Sampler, read_corpus_file, read_glue_dev
-from loadtest.errors import CorpusError, LoadTestError, ResponseInvalid
-from loadtest.records import Record, window_stats
-from loadtest.shapes import parse_stages, shape_at
-from loadtest.traffic import Traffic, parse_mix
-from loadtest.validation import ExpectedOutputs, check_response
+from trunkserve.loadtest.compare import Step, best_step
+from trunkserve.loadtest.corpus import Sampler, read_corpus_file, read_glue_dev
+from trunkserve.loadtest.errors import CorpusError, LoadTestError, ResponseInvalid
+from trunkserve.loadtest.records import Record, window_stats
+from trunkserve.loadtest.shapes import parse_stages, shape_at
+from trunkserve.loadtest.traffic import Traffic, parse_mix
+from trunkserve.loadtest.validation import ExpectedOutputs, check_response
 
 
 def test_stages_ramp_hold_step():
@@ -102,7 +102,7 @@ def test_window_stats_and_best_step():
 
 @pytest.mark.server
 def test_short_locust_runs_against_the_server(server, tmp_path):
-    from loadtest.run import LoadSpec, run_locust, summarise, write_summary
+    from trunkserve.loadtest.run import LoadSpec, run_locust, summarise, write_summary
 
     spec = LoadSpec(stages="ramp:1:2,hold:2:2,step:2:4", ensemble="multitask", batch_size=2, stop_failure_ratio=0.5)
     run = run_locust(spec, server.http_url, server.grpc_url, tmp_path / "http")
@@ -122,7 +122,7 @@ def test_short_locust_runs_against_the_server(server, tmp_path):
 
 @pytest.mark.server
 def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
-    from loadtest.run import LoadSpec, run_locust, summarise
+    from trunkserve.loadtest.run import LoadSpec, run_locust, summarise
 
     spec = LoadSpec(duration_s=20, users=1, ensemble="no_such_task", stop_failure_ratio=0.2)
     with pytest.raises(LoadTestError, match="not served .*no_such_task"):  # the runner checks first
@@ -136,7 +136,7 @@ def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
 
 
 def test_a_bad_load_spec_fails_before_any_server_or_request(tmp_path, capsys):
-    from loadtest.run import LoadSpec, main, preflight
+    from trunkserve.loadtest.run import LoadSpec, main, preflight
     from trunkserve.server import free_port
 
     for kwargs, message in (
@@ -158,8 +158,8 @@ def test_a_bad_load_spec_fails_before_any_server_or_request(tmp_path, capsys):
 
 
 def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
-    from export.onnx_export import export_head
-    from loadtest.tuning import tune_graph
+    from trunkserve.export.onnx_export import export_head
+    from trunkserve.loadtest.tuning import tune_graph
     from trunkserve.artifacts import load_head
 
     head, meta = load_head(head_dirs["sst2"])
@@ -172,7 +172,7 @@ def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
 
 
 def test_stub_processes_are_attributed_to_their_model():
-    from loadtest.breakdown import model_of
+    from trunkserve.loadtest.breakdown import model_of
 
     stub = ["/x/backends/python/triton_python_backend_stub", "/srv/repo/head_sst2/1/model.py", "shm", "1048576"]
     assert model_of(stub) == "head_sst2"
@@ -181,8 +181,8 @@ def test_stub_processes_are_attributed_to_their_model():
 
 @pytest.mark.server
 def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
-    from export.repository import scan_heads, head_model_name
-    from loadtest.breakdown import inprocess_parts, measure_server, render
+    from trunkserve.export.repository import scan_heads, head_model_name
+    from trunkserve.loadtest.breakdown import inprocess_parts, measure_server, render
 
     srv = measure_server(server, users=2, seconds=2.0, warm_s=2.0, out_dir=tmp_path)
     assert srv.inputs > 0 and srv.failures == 0
@@ -198,7 +198,7 @@ def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
 
 
 def test_ceilings_price_steps_at_their_in_process_cost():
-    from loadtest.breakdown import ceilings
+    from trunkserve.loadtest.breakdown import ceilings
 
     served = {"triton": 1.0, "trunk": 4.0, "head_a": 2.0, "tokenizer": 1.0}
     inproc = {"trunk": 3.0, "head_a": 0.5, "tokenizer": 0.5}
@@ -209,7 +209,7 @@ def test_ceilings_price_steps_at_their_in_process_cost():
 
 @pytest.mark.server
 def test_ratio_pairs_measure_the_server_and_in_process_in_turn(built_repo, tmp_path):
-    from loadtest.compare import BenchConfig, ratio_pairs
+    from trunkserve.loadtest.compare import BenchConfig, ratio_pairs
 
     cfg = BenchConfig(ratio_repeats=2, ratio_hold_s=3.0)
     pairs = ratio_pairs(built_repo.repo, cfg, users=2, batch=4, out=tmp_path, log=lambda *_: None)
@@ -224,7 +224,7 @@ def test_report_quotes_the_median_of_the_ratio_pairs(tmp_path):
     import json
     from pathlib import Path
 
-    from loadtest.report import write_report
+    from trunkserve.loadtest.report import write_report
 
     result = json.loads((Path(__file__).resolve().parents[1] / "reports" / "serving-cost.json").read_text())
     result["ratio_pairs"] = [

@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from examples.intent_data import write_intent_task
-from training.loop import FitConfig, fit, schedule_steps
-from training.metrics import compute_metrics, majority_outputs
-from training.quality import QualityError, judge
+from trunkserve.examples.intent_data import write_intent_task
+from trunkserve.training.loop import FitConfig, fit, schedule_steps
+from trunkserve.training.metrics import compute_metrics, majority_outputs
+from trunkserve.training.quality import QualityError, judge
 from trunkserve.artifacts import read_meta
 
 GLUE = Path(__file__).resolve().parent.parent.parent / "shared" / "glue"
@@ -116,7 +116,7 @@ def intent_head(intent, tmp_path_factory):
     """``train-heads`` on the intent CSVs with every default, as the README's walkthrough runs it."""
     runs = tmp_path_factory.mktemp("runs")
     train, dev = intent
-    p = run("-m", "training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
+    p = run("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
             "--out", str(runs / "heads"), "--summary", str(runs / "summary.json"), "--no-progress")
     assert p.returncode == 0, p.stderr[-3000:]
     return runs / "heads" / "intent", p.stdout, json.loads((runs / "summary.json").read_text())["intent"]
@@ -144,7 +144,7 @@ def test_a_failed_student_trips_the_gate(intent, tmp_path):
     asked to refuse, the head is written marked failed and the command exits 3. Sibling runs keep
     their own teachers."""
     train, dev = intent
-    common = ["-m", "training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
+    common = ["-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
               "--student-epochs", "0", "--no-progress"]
     fb = run(*common, "--out", str(tmp_path / "runs/fallback"))
     assert fb.returncode == 0, fb.stderr[-3000:]
@@ -166,7 +166,7 @@ def test_a_failed_student_trips_the_gate(intent, tmp_path):
 
 @needs_glue
 def test_sst2_capped_to_300_rows_is_clearly_above_chance(tmp_path):
-    from training.pipeline import train_heads
+    from trunkserve.training.pipeline import train_heads
 
     res = train_heads(["sst2"], glue_dir=GLUE, out=tmp_path / "heads", max_train=300, progress=False, log=lambda *_: None)
     r = res["sst2"]
@@ -175,7 +175,7 @@ def test_sst2_capped_to_300_rows_is_clearly_above_chance(tmp_path):
 
 
 def test_names_and_files_are_checked_before_any_training(tmp_path):
-    from training.__main__ import main
+    from trunkserve.training.cli import main
 
     csv = tmp_path / "t.csv"
     csv.write_text("text,label\na,x\nb,y\n" * 10)
@@ -213,7 +213,7 @@ def test_custom_csv_to_a_served_task_and_back(intent_head, live, tmp_path):
     folder, _, _ = intent_head
     proc, repo = live
     url = ["--repo", str(repo), "--url", proc.http_url]
-    added = run("-m", "export", "add-head", str(folder), *url)
+    added = run("-m", "trunkserve.export", "add-head", str(folder), *url)
     assert added.returncode == 0, added.stderr[-3000:]
     assert "head intent: validation" in added.stdout and "majority class" in added.stdout
     assert "quality gate: passed" in added.stdout
@@ -222,36 +222,36 @@ def test_custom_csv_to_a_served_task_and_back(intent_head, live, tmp_path):
                   "put on some reggae": "play_music",
                   "i want to hear purple rain by prince": "play_music",
                   "set an alarm for 9": "set_alarm"}
-    got = run("-m", "client", "infer", "--task", "intent", "--url", proc.http_url, *utterances)
+    got = run("-m", "trunkserve.client", "infer", "--task", "intent", "--url", proc.http_url, *utterances)
     assert got.returncode == 0, got.stderr
     answers = [json.loads(line)["label"] for line in got.stdout.splitlines()]
     assert answers == list(utterances.values()), answers
-    removed = run("-m", "export", "remove-head", "intent", *url)
+    removed = run("-m", "trunkserve.export", "remove-head", "intent", *url)
     assert removed.returncode == 0, removed.stderr[-3000:]
-    gone = run("-m", "client", "infer", "--task", "intent", "--url", proc.http_url, "set an alarm for 9")
+    gone = run("-m", "trunkserve.client", "infer", "--task", "intent", "--url", proc.http_url, "set an alarm for 9")
     assert gone.returncode == 4 and "intent" in gone.stderr
 
 
 @pytest.mark.server
 def test_a_failed_head_is_refused_at_hot_add_unless_forced(intent, live, tmp_path):
     train, dev = intent
-    p = run("-m", "training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}", "--student-epochs", "0",
+    p = run("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}", "--student-epochs", "0",
             "--quality-gate", "warn", "--no-progress", "--out", str(tmp_path / "heads"))
     assert p.returncode == 0 and "shipping the student anyway" in p.stdout, p.stdout[-2000:]
     proc, repo = live
     url = ["--repo", str(repo), "--url", proc.http_url]
-    refused = run("-m", "export", "add-head", str(tmp_path / "heads/intent"), *url)
+    refused = run("-m", "trunkserve.export", "add-head", str(tmp_path / "heads/intent"), *url)
     assert refused.returncode != 0 and "--force" in refused.stderr, (refused.stdout, refused.stderr)
     assert not (repo / "head_intent").exists()
-    forced = run("-m", "export", "add-head", str(tmp_path / "heads/intent"), *url, "--force")
+    forced = run("-m", "trunkserve.export", "add-head", str(tmp_path / "heads/intent"), *url, "--force")
     assert forced.returncode == 0, forced.stderr[-3000:]
-    assert run("-m", "export", "remove-head", "intent", *url).returncode == 0
+    assert run("-m", "trunkserve.export", "remove-head", "intent", *url).returncode == 0
 
 
 def test_every_training_option_has_help_and_shows_its_default():
     import argparse
 
-    from training.__main__ import parser
+    from trunkserve.training.cli import parser
 
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
@@ -271,7 +271,7 @@ def test_every_training_option_has_help_and_shows_its_default():
 
 
 def test_the_output_layer_is_refitted_where_the_data_is_small():
-    from training.distill import DistillError, should_refit
+    from trunkserve.training.distill import DistillError, should_refit
 
     small, large = FitConfig(epochs=3, min_steps=150), FitConfig(epochs=5, min_steps=150)
     assert should_refit("small", small, 9)  # 300 rows: 27 steps, raised to 150

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from training.data.custom import load_custom_task
-from training.data.glue import GLUE_TASKS, default_glue_dir, load_glue_task, read_glue_split
-from training.data.types import DataError
-from training.options import CustomTask
-from training.prepare import cap, carve_validation
+from trunkserve.training.data.custom import load_custom_task
+from trunkserve.training.data.glue import GLUE_TASKS, default_glue_dir, load_glue_task, read_glue_split
+from trunkserve.training.data.types import DataError
+from trunkserve.training.options import CustomTask
+from trunkserve.training.prepare import cap, carve_validation
 
 SHARED = default_glue_dir()
 
@@ -161,7 +161,7 @@ def test_custom_spec_parsing():
 
 
 def test_validation_split_is_seeded_and_disjoint():
-    from training.data.types import Example
+    from trunkserve.training.data.types import Example
 
     rows = [Example(str(i), None, i % 2) for i in range(100)]
     tr, va = carve_validation(rows, 0.1, 500, seed=3)

@@ -13,18 +13,18 @@ from trunkserve.fingerprint import trunk_fingerprint
 from trunkserve.modules import Head, Trunk
 from trunkserve.tokenization import BucketTokenizer
 
-from training.cache import HiddenStateCache
-from training.data.encode import pad_tokens
-from training.data.glue import default_glue_dir
-from training.ablation import ablate_task
-from training.distill import DistillError, distillation_loss, hidden_mse, init_student, soft_cross_entropy, train_student
-from training.loop import FitConfig
-from training.metrics import compute_metrics
-from training.options import HeadOptions, PipelineError
-from training.pipeline import TaskSearch, choose, merged_layers, train_heads
-from training.prepare import prepare
-from training.trials import Trial, candidates, run_seed
-from training.teacher import predict_head, train_teacher
+from trunkserve.training.cache import HiddenStateCache
+from trunkserve.training.data.encode import pad_tokens
+from trunkserve.training.data.glue import default_glue_dir
+from trunkserve.training.ablation import ablate_task
+from trunkserve.training.distill import DistillError, distillation_loss, hidden_mse, init_student, soft_cross_entropy, train_student
+from trunkserve.training.loop import FitConfig
+from trunkserve.training.metrics import compute_metrics
+from trunkserve.training.options import HeadOptions, PipelineError
+from trunkserve.training.pipeline import TaskSearch, choose, merged_layers, train_heads
+from trunkserve.training.prepare import prepare
+from trunkserve.training.trials import Trial, candidates, run_seed
+from trunkserve.training.teacher import predict_head, train_teacher
 
 GLUE = default_glue_dir()
 needs_glue = pytest.mark.skipif(not (GLUE / "SST-2/train.tsv").exists(), reason="shared GLUE data not present")
@@ -142,8 +142,8 @@ def test_candidates_respect_trunk_depths():
 
 
 def test_run_options_that_would_train_nothing_or_the_wrong_rows_are_refused(capsys):
-    from training.__main__ import main
-    from training.options import check_run_options
+    from trunkserve.training.cli import main
+    from trunkserve.training.options import check_run_options
 
     check_run_options(["sst2", "mrpc"], {"sst2": 100}, {"seeds": (0,)})  # fine
     bad = {
@@ -214,7 +214,7 @@ def test_custom_task_end_to_end_and_cli(bb, tmp_path):
     head, meta = load_head(tmp_path / "heads/reviews")
     assert meta.labels == ["bad", "good"] and meta.training["data"] == "custom" and meta.branch_layer == 4
     # the CLI reports data errors cleanly (exit 2, the missing file named)
-    r = subprocess.run([sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "trunkserve.training", "train-heads", "--tasks", "rte", "--glue-dir", str(tmp_path),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "RTE/train.tsv" in r.stderr
 
@@ -288,7 +288,7 @@ def test_merged_layers_counts_the_trunk_once():
 
 
 def test_train_device_follows_the_environment(monkeypatch):
-    from training.loop import ENV_DEVICE, train_device
+    from trunkserve.training.loop import ENV_DEVICE, train_device
 
     monkeypatch.setenv(ENV_DEVICE, "cpu")
     assert train_device() == torch.device("cpu")
@@ -335,7 +335,7 @@ def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
 
 
 def test_workers_take_training_jobs_first_and_the_largest():
-    from training.parallel import FULL, TRIALS, Job, spare_pick, worker_pick
+    from trunkserve.training.parallel import FULL, TRIALS, Job, spare_pick, worker_pick
 
     jobs = [Job(FULL, "sst2", 0, (), 90.0), Job(TRIALS, "rte", 0, ((3, 3, 1),), 5.0),
             Job(TRIALS, "sst2", 0, ((2, 4, 1), (2, 4, 2)), 40.0), Job(FULL, "rte", 1, (), 9.0)]
@@ -351,8 +351,8 @@ def test_workers_take_training_jobs_first_and_the_largest():
 
 
 def _full_job_pool(bb, opts, workers=1):
-    from training.parallel import JobPool
-    from training.trials import full_result
+    from trunkserve.training.parallel import JobPool
+    from trunkserve.training.trials import full_result
 
     prep = {}
 
@@ -365,7 +365,7 @@ def _full_job_pool(bb, opts, workers=1):
 
 @needs_glue
 def test_a_failed_job_names_its_task_and_seed(bb):
-    from training.parallel import FULL, Job, ParallelError
+    from trunkserve.training.parallel import FULL, Job, ParallelError
 
     opts = HeadOptions(max_train=50, epochs=1, min_steps=0, progress=False)
     with _full_job_pool(bb, opts) as pool:
@@ -378,7 +378,7 @@ def test_a_failed_job_names_its_task_and_seed(bb):
 def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
     """The worker takes the largest job; the asker runs what no worker has taken, and, while the
     job it asked for runs in the worker, the smallest pending one."""
-    from training.parallel import FULL, Job
+    from trunkserve.training.parallel import FULL, Job
 
     opts = HeadOptions(max_train=60, max_val=20, max_dev=20, epochs=1, min_steps=0, progress=False)
     jobs = [Job(FULL, "rte", seed, (), cost) for seed, cost in ((0, 1.0), (1, 4.0), (2, 2.0), (3, 3.0))]
@@ -394,14 +394,14 @@ def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
 
 @needs_glue
 def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
-    """``python -m training ... --jobs 2`` runs with OMP_WAIT_POLICY=PASSIVE (it restarts itself to set it)."""
+    """``python -m trunkserve.training ... --jobs 2`` runs with OMP_WAIT_POLICY=PASSIVE (it restarts itself to set it)."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     p = subprocess.run(
-        [sys.executable, "-m", "training", "train-heads", "--tasks", "rte", "--glue-dir", str(GLUE), "--max-train", "80",
+        [sys.executable, "-m", "trunkserve.training", "train-heads", "--tasks", "rte", "--glue-dir", str(GLUE), "--max-train", "80",
          "--epochs", "1", "--min-steps", "0", "--quality-gate", "warn", "--max-val", "20", "--max-dev", "20",
          "--depths", "3", "--full-baseline", "--jobs", "2",
          "--no-progress", "--out", str(tmp_path / "heads"), "--summary", str(tmp_path / "s.json")],

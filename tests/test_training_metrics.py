@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from training.metrics import MetricError, accuracy, compute_metrics, f1_binary, headline, matthews, pearson, spearman
+from trunkserve.training.metrics import MetricError, accuracy, compute_metrics, f1_binary, headline, matthews, pearson, spearman
 
 
 @pytest.mark.parametrize("seed", range(5))

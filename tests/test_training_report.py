@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.report import render
+from trunkserve.training.report import render
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
@@ -28,7 +28,7 @@ def test_render_says_whether_training_sets_were_capped(tmp_path, study):
 
 
 def test_search_table_shows_the_scores_the_choice_ranked():
-    from training.report import search_scores
+    from trunkserve.training.report import search_scores
 
     def cand(m, teacher, student):
         return {"k": 3, "n": 3, "m": m, "teacher_val": teacher, "student_val": student}

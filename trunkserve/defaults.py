@@ -6,7 +6,7 @@ The GLUE study (``reports/glue.md``) searched k in {2, 3} and student layers in
 {1, 2} under a 35% layer budget: SST-2, MRPC and RTE chose k = 3, CoLA and STS-B
 k = 2, so the trunk runs three layers (an earlier run had found depth 4 worse
 than 3 for every task). The default stays (3,), what the demo's and the
-benchmark's heads read; ``python -m export build`` adds every depth its heads
+benchmark's heads read; ``python -m trunkserve.export build`` adds every depth its heads
 declare (``export.repository.trunk_depths``), so the study's heads deploy on a
 trunk exposing 2 and 3 without a flag, and ``--depths`` sets them explicitly.
 
@@ -16,9 +16,18 @@ schedule of the capped GLUE study is longer already. ``DEFAULT_REFIT_STEPS``: st
 refitting a new student's output layer to its own states (``training.distill``).
 """
 
+import os
+from pathlib import Path
+
 DEFAULT_DEPTHS = (3,)
 DEFAULT_MAX_SEQ_LEN = 128
 DEFAULT_BUCKETS = (16, 32, 64, 128)
 ONNX_OPSET = 17
 DEFAULT_MIN_STEPS = 150
 DEFAULT_REFIT_STEPS = 200
+
+
+def default_glue_dir() -> Path:
+    """``$GLUE_DIR`` if set, else ``<checkout>/../shared/glue`` (this environment's copy)."""
+    env = os.environ.get("GLUE_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "glue"

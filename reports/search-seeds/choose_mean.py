@@ -10,9 +10,9 @@ one the study uses, with TaskSearch.val averaging over the searched seeds.
 import json
 from pathlib import Path
 
-from training.options import HeadOptions
-from training.pipeline import TaskSearch, choose, merged_layers
-from training.trials import Trial
+from trunkserve.training.options import HeadOptions
+from trunkserve.training.pipeline import TaskSearch, choose, merged_layers
+from trunkserve.training.trials import Trial
 
 HERE = Path(__file__).parent
 

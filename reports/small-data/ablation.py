@@ -15,8 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from examples.intent_data import write_intent_task
-from training.pipeline import train_heads
+from trunkserve.examples.intent_data import write_intent_task
+from trunkserve.training.pipeline import train_heads
 
 SETTINGS = {"old (min_steps 0, no refit)": dict(min_steps=0, refit="never"),
             "refit only": dict(min_steps=0, refit="always"),

@@ -2,7 +2,7 @@
 
 Those are the two capped tasks whose early stopping could fire before step 150 (the new floor). Made by
 
-    python -m training train-heads --tasks rte,mrpc --max-train rte=1500,mrpc=2000 --epochs 4 --student-epochs 5 \\
+    python -m trunkserve.training train-heads --tasks rte,mrpc --max-train rte=1500,mrpc=2000 --epochs 4 --student-epochs 5 \\
         --lr 3e-4 --full-lr 1e-4 --depths 2,3 --search --search-student-layers 1,2 --seeds 0 --full-baseline \\
         --quality-gate warn --out /tmp/guard/heads --summary reports/small-data/rte_mrpc_seed0.json --no-progress
     python reports/small-data/reproduces_glue.py      # exit 0: every candidate and baseline score identical

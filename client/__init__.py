@@ -1,5 +1,0 @@
-"""Python client for a trunkserve deployment: ``TrunkserveClient`` and ``python -m client``."""
-
-from .api import ClientError, InvalidInput, ServerError, ServerUnreachable, TrunkserveClient, UnknownTask
-
-__all__ = ["TrunkserveClient", "ClientError", "InvalidInput", "ServerError", "ServerUnreachable", "UnknownTask"]

@@ -1,0 +1,3 @@
+from trunkserve.client.cli import main
+
+raise SystemExit(main())

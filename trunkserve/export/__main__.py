@@ -1,0 +1,3 @@
+from trunkserve.export.cli import main
+
+raise SystemExit(main())

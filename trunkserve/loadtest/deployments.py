@@ -1,0 +1,71 @@
+"""The two deployments under comparison, built for N tasks from the same task list.
+
+``merged``: one trunk (``DEFAULT_DEPTHS``) + N one-layer heads (``export.repository``).
+``single-task``: N full models, one per task (``export.baseline``).
+Heads are untrained (``make_untrained_head``): cost depends on shapes only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from trunkserve.export.baseline import TaskSpec, build_baseline_repository
+from trunkserve.export.configs import ServingOptions
+from trunkserve.export.repository import build_repository
+from trunkserve.defaults import DEFAULT_DEPTHS
+
+MERGED, SINGLE = "merged", "single-task"
+DEPLOYMENTS = (MERGED, SINGLE)
+
+#: The first five tasks are GLUE's (types as in GLUE); more are synthetic binary classifiers.
+GLUE_TASKS = (
+    TaskSpec("sst2", "classification", ("negative", "positive")),
+    TaskSpec("mrpc", "classification", ("not_equivalent", "equivalent")),
+    TaskSpec("stsb", "regression"),
+    TaskSpec("cola", "classification", ("unacceptable", "acceptable")),
+    TaskSpec("rte", "classification", ("entailment", "not_entailment")),
+)
+
+
+def task_list(n: int) -> list[TaskSpec]:
+    extra = [TaskSpec(f"syn{i:02d}") for i in range(len(GLUE_TASKS), max(n, len(GLUE_TASKS)))]
+    return [*GLUE_TASKS, *extra][:n]
+
+
+def make_heads(tasks: Sequence[TaskSpec], root: str | Path, depths: Sequence[int] = DEFAULT_DEPTHS) -> list[Path]:
+    """Untrained one-layer heads for ``tasks`` (reused if already written), branch depths cycling over ``depths``."""
+    from trunkserve.backbone import load_backbone
+    from trunkserve.modules import Trunk
+    from trunkserve.synthetic import make_untrained_head
+
+    root = Path(root)
+    bb, trunk, out = None, None, []
+    for i, t in enumerate(tasks):
+        folder = root / t.task
+        if not (folder / "head.json").exists():
+            if bb is None:
+                bb = load_backbone()
+                trunk = Trunk.from_state_dict(bb.config, bb.state_dict, list(depths)).freeze()
+            make_untrained_head(bb, folder, t.task, t.labels, t.task_type, depths[i % len(depths)], 1, seed=i, trunk=trunk)
+        out.append(folder)
+    return out
+
+
+def build(kind: str, n: int, work: str | Path, options: ServingOptions, depths: Sequence[int] = DEFAULT_DEPTHS) -> Path:
+    work = Path(work)
+    tasks = task_list(n)
+    out = work / f"{kind}-{n}"
+    if kind == MERGED:
+        heads = make_heads(tasks, work / "heads", depths)
+        build_repository(heads, out=out, depths=depths, options=options)
+    elif kind == SINGLE:
+        build_baseline_repository(tasks, out=out, options=options)
+    else:
+        raise ValueError(f"deployment must be one of {DEPLOYMENTS}")
+    return out
+
+
+def model_bytes(repo: str | Path) -> int:
+    """Bytes of the served model graphs on disk (``model.onnx`` / ``model.plan``; not a quantised trunk's float32 reference)."""
+    return sum(p.stat().st_size for name in ("model.onnx", "model.plan") for p in Path(repo).rglob(name))

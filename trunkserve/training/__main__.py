@@ -1,0 +1,3 @@
+from trunkserve.training.cli import main
+
+raise SystemExit(main())
