@@ -189,3 +189,39 @@ def test_a_bad_request_fails_alone_not_the_requests_batched_with_it(server, clie
             break
     assert shared, "no round put the bad request in an execution with good ones"
     assert infer(client, "sst2", ["still fine"], ["probabilities"]).as_numpy("probabilities").shape == (1, 2)
+
+
+def _int64_inputs(arrays: dict) -> list:
+    inputs = []
+    for name, value in arrays.items():
+        x = httpclient.InferInput(name, list(value.shape), "FP32" if value.dtype == np.float32 else "INT64")
+        x.set_data_from_numpy(value)
+        inputs.append(x)
+    return inputs
+
+
+@pytest.mark.parametrize("model, arrays, named", [
+    ("trunk", {"input_ids": np.array([[101, 10**7, 102]]), "attention_mask": np.ones((1, 3), np.int64),
+               "token_type_ids": np.zeros((1, 3), np.int64)}, "input_ids holds 10000000"),
+    ("trunk", {"input_ids": np.array([[101, -5, 102]]), "attention_mask": np.ones((1, 3), np.int64),
+               "token_type_ids": np.zeros((1, 3), np.int64)}, "input_ids holds -5"),
+    ("trunk", {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), np.int64),
+               "token_type_ids": np.full((1, 3), 9, np.int64)}, "token_type_ids holds 9"),
+    ("head_sst2", {"hidden_states": np.zeros((1, 3, 384), np.float32),
+                   "attention_mask": np.array([[1, 4, 1]], np.int64)}, "attention_mask holds 4"),
+    ("head_sst2", {"hidden_states": np.zeros((1, 3, 384), np.float32),
+                   "attention_mask": np.ones((1, 5), np.int64)}, "batch and sequence"),
+])
+def test_out_of_range_ids_sent_straight_to_a_graph_are_the_callers_fault(client, model, arrays, named):
+    """INVALID_ARGUMENT (HTTP 400) with a plain message naming the input, not ONNX Runtime's node names."""
+    if model == "head_sst2" and not client.is_model_ready(model):
+        pytest.skip("head_sst2 is not loaded")
+    arrays = {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in arrays.items()}
+    if model == "head_sst2":
+        width = client.get_model_metadata(model)["inputs"][0]["shape"][-1]
+        arrays["hidden_states"] = np.zeros((*arrays["hidden_states"].shape[:2], int(width)), np.float32)
+    with pytest.raises(Exception, match=named) as exc:
+        client.infer(model, _int64_inputs(arrays))
+    assert exc.value.status() == "400", str(exc.value)
+    assert "Gather" not in str(exc.value) and "Non-zero status" not in str(exc.value)
+    assert infer(client, "sst2", ["still fine"], ["probabilities"]).as_numpy("probabilities").shape == (1, 2)

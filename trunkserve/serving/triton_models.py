@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .batching import run_isolated
+from .input_checks import InputError, bounds_from_graph, check_feed
 from .onnx_runtime import GraphRunner, make_session
 from .tokenizer_runtime import TextInputError, encode_request
 
@@ -22,6 +23,20 @@ def _parameters(config: dict) -> dict[str, str]:
 
 def _version_dir(args: dict) -> Path:
     return Path(args["model_repository"]) / str(args["model_version"])
+
+
+def invalid_argument(pb, message: str):
+    """A ``TritonError`` Triton answers as INVALID_ARGUMENT / HTTP 400: the caller's fault, not the server's."""
+    code = getattr(pb.TritonError, "INVALID_ARG", None)  # error codes: Python backend 23.09 and later
+    return pb.TritonError(message) if code is None else pb.TritonError(message, code)
+
+
+def _checked(feed: dict, bounds: dict) -> InputError | None:
+    try:
+        check_feed(feed, bounds)
+    except InputError as exc:
+        return exc
+    return None
 
 
 class OnnxModel:
@@ -36,8 +51,10 @@ class OnnxModel:
         device = params.get("device", "cpu")
         if args.get("model_instance_kind") != "GPU":
             device = "cpu"
+        graph = _version_dir(args) / params.get("onnx_file", "model.onnx")
+        self.bounds = bounds_from_graph(graph)
         session = make_session(
-            _version_dir(args) / params.get("onnx_file", "model.onnx"),
+            graph,
             intra_op_threads=int(params.get("intra_op_threads", 0)),
             inter_op_threads=int(params.get("inter_op_threads", 1)),
             device=device,
@@ -48,9 +65,15 @@ class OnnxModel:
     def execute(self, requests):
         pb = self.pb
         feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names} for r in requests]
+        invalid = [_checked(f, self.bounds) for f in feeds]
+        runnable = [i for i, bad in enumerate(invalid) if bad is None]
+        outs = dict(zip(runnable, run_isolated([feeds[i] for i in runnable], self.runner)))  # failures stay alone
         responses = []
-        for out in run_isolated(feeds, self.runner):  # a bad request fails alone; its batch-mates are answered
-            if isinstance(out, Exception):
+        for i in range(len(feeds)):
+            out = outs.get(i, invalid[i])
+            if isinstance(out, InputError):
+                responses.append(pb.InferenceResponse(error=invalid_argument(pb, str(out))))
+            elif isinstance(out, Exception):
                 responses.append(pb.InferenceResponse(error=pb.TritonError(f"{type(out).__name__}: {out}")))
             else:
                 responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
@@ -74,10 +97,6 @@ class TokenizerModel:
             buckets=buckets,
         )
 
-    def _invalid(self, message: str):
-        code = getattr(self.pb.TritonError, "INVALID_ARG", None)  # error codes: Python backend 23.09 and later
-        return self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
-
     def execute(self, requests):
         pb = self.pb
         responses = []
@@ -90,7 +109,7 @@ class TokenizerModel:
                     None if pair is None else pair.as_numpy(),
                 )
             except TextInputError as exc:  # the client's fault: 400 / INVALID_ARGUMENT, not 500
-                responses.append(pb.InferenceResponse(error=self._invalid(str(exc))))
+                responses.append(pb.InferenceResponse(error=invalid_argument(pb, str(exc))))
                 continue
             responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
         return responses
