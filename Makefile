@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 GLUE_DIR ?= $(abspath ../shared/glue)
 export GLUE_DIR
 
-.PHONY: setup demo heads repository serve test bench clean
+.PHONY: setup demo heads repository serve fleet test bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ repository: setup
 # Serve in the foreground (Ctrl-C stops it): the launcher is the `tritonserver` command in the venv.
 serve: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH tritonserver --model-repository model_repository
+
+# Three replicas of the repository behind HAProxy (:8000 HTTP, :8001 gRPC) and Prometheus (:9090); Ctrl-C stops.
+fleet: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m trunkserve.fleet --repo model_repository --replicas 3 --prometheus-port 9090
 
 test: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q

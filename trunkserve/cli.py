@@ -3,6 +3,7 @@
     trunkserve training train-heads ...   same as  python -m trunkserve.training train-heads ...
     trunkserve export build ...           same as  python -m trunkserve.export build ...
     trunkserve client infer ...           same as  python -m trunkserve.client infer ...
+    trunkserve fleet --replicas 3 ...     same as  python -m trunkserve.fleet --replicas 3 ...
     trunkserve loadtest compare ...       same as  python -m trunkserve.loadtest.compare ...
 
 Each part keeps its own parser; this only dispatches, by module name, so
@@ -18,12 +19,13 @@ PARTS = {
     "training": "trunkserve.training",
     "export": "trunkserve.export",
     "client": "trunkserve.client",
+    "fleet": "trunkserve.fleet",
 }
 LOADTEST = ("run", "compare", "breakdown", "report", "int8")
 
 
 def usage() -> str:
-    lines = ["usage: trunkserve {training,export,client,loadtest} ...", ""]
+    lines = ["usage: trunkserve {training,export,client,fleet,loadtest} ...", ""]
     lines += [f"  trunkserve {part} ...       python -m {module} ..." for part, module in PARTS.items()]
     lines += [f"  trunkserve loadtest {{{','.join(LOADTEST)}}} ...   python -m trunkserve.loadtest.<name> ..."]
     return "\n".join(lines)
