@@ -124,3 +124,20 @@ def test_a_missing_balancer_is_a_clear_error(built_repo, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(FleetError, match="haproxy is not installed"):
         LocalFleet(built_repo.repo, tmp_path, replicas=0).start()
+
+
+def test_every_metric_the_dashboard_plots_is_exported_by_the_fleet(fleet):
+    """deploy/grafana's panels query series that the real replicas and the real balancer export."""
+    import json
+    import re
+    from pathlib import Path
+    from urllib.request import urlopen
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "deploy/grafana/trunkserve-fleet.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b((?:nv|haproxy)_[a-z_]+)", e)}
+    TrunkserveClient(fleet.http_url).infer("sst2", ["warm the counters"])
+    exported = "".join(urlopen(f"http://localhost:{s.metrics_port}/metrics", timeout=5).read().decode() for s in fleet.servers)
+    exported += urlopen(f"http://localhost:{fleet.stats_port}/metrics", timeout=5).read().decode()
+    assert names and not {n for n in names if not re.search(rf"^{n}[{{ ]", exported, re.M)}, names
+    assert any('{model="head_sst2"' in line for line in exported.splitlines() if line.startswith("nv_inference_request_success"))
