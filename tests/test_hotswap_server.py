@@ -36,7 +36,7 @@ from trunkserve.export.hotswap import (
     swap_head,
 )
 from servertools import infer, load_count
-from test_hotswap import BAD, bad_heads, leftovers, multitask_heads, new_heads, tree_digest  # noqa: F401 (fixtures)
+from test_hotswap import BAD, leftovers, multitask_heads, tree_digest
 from trunkserve.server import TritonProcess, free_port
 
 pytestmark = pytest.mark.server

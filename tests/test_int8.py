@@ -110,9 +110,6 @@ def test_cli_quantises_with_the_default_scheme(built_repo, tmp_path, capsys):
 
 # ---------------------------------------------------------------- a quantised repository stays open to hot-add
 
-from test_hotswap import bad_heads, new_heads  # noqa: E402,F401 (fixtures)
-
-
 def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, tmp_path):
     import json
 

@@ -69,11 +69,6 @@ class TensorSpec:
     def triton_dtype(self) -> str:
         return _TRITON_DTYPES[np.dtype(self.dtype)]
 
-    @property
-    def client_dtype(self) -> str:
-        """The data type string tritonclient's ``InferInput`` uses."""
-        return "BYTES" if self.triton_dtype == "TYPE_STRING" else self.triton_dtype[len("TYPE_"):]
-
     def triton_dims(self) -> list[int]:
         """Dims without the batch axis (Triton adds it when ``max_batch_size > 0``); dynamic -> -1."""
         axes = self.axes[1:] if self.axes and self.axes[0] == BATCH else self.axes

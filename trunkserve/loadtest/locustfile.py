@@ -45,7 +45,7 @@ def _add_options(parser):
 
 
 @events.request.add_listener
-def _record(request_type, name, response_time, response_length, exception=None, context=None, **_):
+def _record(name, response_time, response_length, exception=None, context=None, **_):  # request_type in **_
     context = context or {}
     _records.append(
         Record(

@@ -52,10 +52,6 @@ class WindowStats:
     mean_ms: float
     max_ms: float
 
-    @property
-    def failure_ratio(self) -> float:
-        return self.failures / self.requests if self.requests else 0.0
-
 
 def window_stats(records: Sequence[Record], t0: float, t1: float) -> WindowStats:
     sel = [r for r in records if t0 <= r.start < t1]
