@@ -216,6 +216,21 @@ def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path
         assert proc.stop() == 0, proc.log_tail()
 
 
+def test_every_version_of_a_head_is_quantised_not_only_the_first(built_repo, tmp_path, sharp_heads):
+    """A head swapped in before quantising is served from version 2: that graph must be int8 too."""
+    import shutil
+
+    from trunkserve.export.hotswap import add_head, swap_head
+
+    src = tmp_path / "src"
+    shutil.copytree(built_repo.repo, src)
+    add_head(sharp_heads[0], src)
+    assert swap_head(sharp_heads[1], src).version == 2
+    q = quantised_copy(src, tmp_path / "q")
+    for version in ("1", "2"):
+        assert _quantised_ops(q / "head_sharp" / version / "model.onnx") > 0, version
+
+
 # ---------------------------------------------------------------- --out: refuse to lose data, stage, move into place
 
 

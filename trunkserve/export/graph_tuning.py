@@ -23,7 +23,7 @@ from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, HEAD_PREFIX, TOKEN_TYP
 
 from . import configs
 from .errors import GraphMismatchError, RepositoryError
-from .names import TRUNK, VERSION
+from .names import TRUNK
 
 FUSED_ATOL = 1e-3
 
@@ -151,15 +151,16 @@ def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False,
                     models: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> list[GraphChange]:
     """Tune the ONNX graphs of ``repo`` in place: every model's, or only those of ``models`` (folder names).
 
+    Every version folder's graph, not only the first: a head swapped in later is served too.
     ``quantize`` skips the parity bound (see the int8 report).
     """
     changes = []
     sizes = repository_sizes(repo)
-    for path in sorted(Path(repo).glob(f"*/{VERSION}/model.onnx")):
-        if models is not None and path.parent.parent.name not in models:
+    for path in sorted(Path(repo).glob("*/*/model.onnx")):
+        if not path.parent.name.isdigit() or (models is not None and path.parent.parent.name not in models):
             continue
         changes.append(tune_graph(path, fuse=fuse, quantize=quantize, atol=None if quantize else FUSED_ATOL,
                                   sizes=sizes, per_channel=per_channel, op_types=op_types))
     if not changes:
-        raise RepositoryError(f"{repo}: no */{VERSION}/model.onnx to tune")
+        raise RepositoryError(f"{repo}: no <model>/<version>/model.onnx to tune")
     return changes
