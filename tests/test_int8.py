@@ -1,4 +1,4 @@
-"""Int8 study plumbing on the test repository: scoring order, quantised copy, CLI (real graphs, few GLUE rows)."""
+"""Int8 on the test repository: the study's scoring order, the quantised copy and its CLI (real graphs, few GLUE rows)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 
 from conftest import DEPTHS
 from trunkserve.loadtest.inprocess import MergedPipeline
-from trunkserve.loadtest.int8 import _only, dev_scores, main, quantised_copy, served_outputs
+from trunkserve.export.cli import main
+from trunkserve.export.errors import QuantisationError
+from trunkserve.export.quantise import quantised_copy
+from trunkserve.loadtest.int8 import _only, dev_scores, served_outputs
 from trunkserve.training.data.glue import default_glue_dir, load_glue_task
 
 GLUE = default_glue_dir()
@@ -42,8 +45,7 @@ def test_quantised_copy_is_int8_smaller_and_scored(built_repo, tmp_path):
 
 
 def test_cli_refuses_to_quantise_in_place(built_repo, capsys):
-    with pytest.raises(SystemExit):
-        main(["--quantise", str(built_repo.repo), "--into", str(built_repo.repo)])
+    assert main(["quantise", "--repo", str(built_repo.repo), "--out", str(built_repo.repo)]) == 2
     assert "must differ" in capsys.readouterr().err
 
 
@@ -76,9 +78,7 @@ def test_default_scheme_quantises_embeddings_with_one_scale_per_tensor(built_rep
 
 
 def test_unknown_scheme_is_refused(built_repo, tmp_path):
-    from trunkserve.loadtest.errors import LoadTestError
-
-    with pytest.raises(LoadTestError, match="unknown quantisation scheme 'int4'.*int8-matmul-per-channel"):
+    with pytest.raises(QuantisationError, match="unknown quantisation scheme 'int4'.*int8-matmul-per-channel"):
         quantised_copy(built_repo.repo, tmp_path / "x", "int4")
     assert not (tmp_path / "x").exists()
 
@@ -101,7 +101,7 @@ def test_report_shows_each_scheme_against_float32():
 
 def test_cli_quantises_with_the_default_scheme(built_repo, tmp_path, capsys):
     into = tmp_path / "q"
-    assert main(["--quantise", str(built_repo.repo), "--into", str(into)]) == 0
+    assert main(["quantise", "--repo", str(built_repo.repo), "--out", str(into)]) == 0
     assert "int8-matmul-per-channel" in capsys.readouterr().out
     for model in ("trunk", "head_sst2"):
         scales = _weight_scales(into / model / "1/model.onnx")
@@ -137,10 +137,8 @@ def test_quantised_copy_keeps_a_float32_trunk_and_its_own_canaries(built_repo, t
 
 
 def test_a_quantised_repository_is_not_quantised_again(built_repo, tmp_path):
-    from trunkserve.loadtest.errors import LoadTestError
-
     q = quantised_copy(built_repo.repo, tmp_path / "q")
-    with pytest.raises(LoadTestError, match="already quantised \\(int8-matmul-per-channel\\)"):
+    with pytest.raises(QuantisationError, match="already quantised \\(int8-matmul-per-channel\\)"):
         quantised_copy(q, tmp_path / "qq")
     assert not (tmp_path / "qq").exists()
 
@@ -215,7 +213,22 @@ def test_swap_and_rollback_on_a_served_quantised_repository(built_repo, tmp_path
         assert proc.stop() == 0, proc.log_tail()
 
 
-# ---------------------------------------------------------------- --into: refuse to lose data, stage, move into place
+def test_every_version_of_a_head_is_quantised_not_only_the_first(built_repo, tmp_path, sharp_heads):
+    """A head swapped in before quantising is served from version 2: that graph must be int8 too."""
+    import shutil
+
+    from trunkserve.export.hotswap import add_head, swap_head
+
+    src = tmp_path / "src"
+    shutil.copytree(built_repo.repo, src)
+    add_head(sharp_heads[0], src)
+    assert swap_head(sharp_heads[1], src).version == 2
+    q = quantised_copy(src, tmp_path / "q")
+    for version in ("1", "2"):
+        assert _quantised_ops(q / "head_sharp" / version / "model.onnx") > 0, version
+
+
+# ---------------------------------------------------------------- --out: refuse to lose data, stage, move into place
 
 
 def _tree(folder):
@@ -231,22 +244,20 @@ def test_cli_refuses_a_folder_it_did_not_write_and_leaves_it_alone(built_repo, t
     into = tmp_path / "mine"
     into.mkdir()
     (into / "notes.txt").write_text("keep me")
-    assert main(["--quantise", str(built_repo.repo), "--into", str(into)]) == 2
+    assert main(["quantise", "--repo", str(built_repo.repo), "--out", str(into)]) == 2
     err = capsys.readouterr().err
-    assert "TargetNotEmpty" in err and "not an earlier output of --quantise" in err and "--overwrite" in err
+    assert "TargetNotEmpty" in err and "not an earlier output of quantise" in err and "--overwrite" in err
     assert _tree(into) == {"notes.txt": b"keep me"} and _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("where", ["inside", "above"])
 def test_a_target_inside_the_source_or_holding_it_is_refused_even_with_overwrite(built_repo, tmp_path, where):
-    from trunkserve.loadtest.errors import LoadTestError
-
     if where == "inside":
         into, match = built_repo.repo / "int8", "inside the repository"
     else:
         into, match = built_repo.repo.parent, "replacing it would delete the source"
     before = _tree(built_repo.repo)
-    with pytest.raises(LoadTestError, match=match):
+    with pytest.raises(QuantisationError, match=match):
         quantised_copy(built_repo.repo, into, overwrite=True)
     assert _tree(built_repo.repo) == before
 
@@ -257,19 +268,18 @@ def test_overwrite_replaces_a_foreign_folder_and_an_earlier_output_is_replaced_w
     into = tmp_path / "q"
     into.mkdir()
     (into / "notes.txt").write_text("old")
-    assert main(["--quantise", str(built_repo.repo), "--into", str(into), "--overwrite"]) == 0
+    assert main(["quantise", "--repo", str(built_repo.repo), "--out", str(into), "--overwrite"]) == 0
     assert not (into / "notes.txt").exists() and trunk_quantisation(into) == "int8-matmul-per-channel"
     assert not (into / ".trunkserve.lock").exists()  # the source's lock file is not copied
     # an earlier output of the command is what --into is for: replaced without --overwrite
-    assert main(["--quantise", str(built_repo.repo), "--into", str(into), "--scheme", "int8-trunk-matmul-per-channel"]) == 0
+    assert main(["quantise", "--repo", str(built_repo.repo), "--out", str(into), "--scheme", "int8-trunk-matmul-per-channel"]) == 0
     assert trunk_quantisation(into) == "int8-trunk-matmul-per-channel" and _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("existing", [None, "foreign", "earlier"])
 def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_repo, tmp_path, monkeypatch, existing):
     """The quantisation fails half-way (after the float32 copy, as a 384-wide feed on a narrower graph did)."""
-    from trunkserve.loadtest import tuning
-    from trunkserve.loadtest.errors import LoadTestError
+    from trunkserve.export import graph_tuning
 
     into = tmp_path / "q"
     if existing == "foreign":
@@ -282,10 +292,10 @@ def test_a_failed_run_leaves_no_servable_output_and_the_target_as_it_was(built_r
 
     def fail(repo, **kwargs):
         (Path(repo) / "trunk/1/model.onnx").write_bytes(b"half-written")
-        raise LoadTestError("quantisation failed half-way")
+        raise QuantisationError("quantisation failed half-way")
 
-    monkeypatch.setattr(tuning, "tune_repository", fail)
-    with pytest.raises(LoadTestError, match="half-way"):
+    monkeypatch.setattr(graph_tuning, "tune_repository", fail)
+    with pytest.raises(QuantisationError, match="half-way"):
         quantised_copy(built_repo.repo, into, overwrite=existing == "foreign")
     assert (_tree(into) if into.exists() else None) == before
     assert _leftovers(tmp_path) == []
@@ -322,7 +332,7 @@ def narrow_repo(tmp_path_factory, backbone):
 
 
 def test_repository_sizes_come_from_the_repository(built_repo, narrow_repo):
-    from trunkserve.loadtest.tuning import GraphSizes, repository_sizes
+    from trunkserve.export.graph_tuning import GraphSizes, repository_sizes
 
     assert repository_sizes(narrow_repo) == GraphSizes(hidden_size=128, num_heads=2, vocab_size=30522)
     assert repository_sizes(built_repo.repo) == GraphSizes(hidden_size=384, num_heads=12, vocab_size=30522)

@@ -159,7 +159,7 @@ def test_a_bad_load_spec_fails_before_any_server_or_request(tmp_path, capsys):
 
 def test_bert_fusion_keeps_a_head_graph_exact(head_dirs, tmp_path):
     from trunkserve.export.onnx_export import export_head
-    from trunkserve.loadtest.tuning import tune_graph
+    from trunkserve.export.graph_tuning import tune_graph
     from trunkserve.artifacts import load_head
 
     head, meta = load_head(head_dirs["sst2"])

@@ -3,8 +3,9 @@
     python -m trunkserve.export build --heads artifacts/heads --out model_repository [--backend onnxruntime]
     python -m trunkserve.export untrained-head --task sst2 --labels negative,positive --out artifacts/heads/sst2
     python -m trunkserve.export show --repo model_repository
+    python -m trunkserve.export quantise --repo model_repository --out model_repository_int8
 
-Each sub-command module (``hotswap_cli``, ``baseline_cli``, ``tensorrt_cli``)
+Each sub-command module (``hotswap_cli``, ``baseline_cli``, ``tensorrt_cli``, ``quantise_cli``)
 has a ``register(subparsers)``; ``COMMANDS`` lists them here, explicitly, so
 the CLI imports its sub-commands and never the other way round.
 """
@@ -18,7 +19,7 @@ from typing import Callable
 
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN
 
-from . import baseline_cli, hotswap_cli, tensorrt_cli
+from . import baseline_cli, hotswap_cli, quantise_cli, tensorrt_cli
 from .cli_options import (  # noqa: F401  (add_serving_options, serving_options, head_folders: loadtest uses them from here)
     BACKBONE_HELP,
     BUCKETS_HELP,
@@ -145,6 +146,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     hotswap_cli.register,
     baseline_cli.register,
     tensorrt_cli.register,
+    quantise_cli.register,
 )
 
 

@@ -49,3 +49,11 @@ class AdminKeyRefused(AccessDenied):
 
 class CanaryFailed(HotswapError):
     """The served head did not reproduce the artefact's reference outputs."""
+
+
+class QuantisationError(ExportError):
+    """A quantised copy cannot be made as asked (unknown scheme, an already quantised source, a bad target)."""
+
+
+class TargetNotEmpty(QuantisationError):
+    """The target holds something ``quantise`` did not write: replacing it would lose it (``overwrite`` to insist)."""

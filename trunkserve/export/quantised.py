@@ -1,4 +1,4 @@
-"""Repositories whose graphs were quantised after export (``python -m trunkserve.loadtest.int8 --quantise``).
+"""Repositories whose graphs were quantised after export (``export.quantise``, ``python -m trunkserve.export quantise``).
 
 Why: a head's canary holds the outputs PyTorch gave on the float32 trunk, and the
 hot-add checks hold a head to it at 1e-3, offline and again through the served

@@ -1,10 +1,12 @@
-"""Offline graph tuning of a built repository: ORT's BERT fusions and optional int8 dynamic quantisation.
+"""Offline graph tuning of a built repository: ORT's BERT fusions and int8 dynamic quantisation.
 
 Both rewrite every ``model.onnx`` of a repository in place (trunk, heads, and
 the baseline's full models alike, so a comparison stays fair), and check each
-rewritten graph against the original on real token ids before keeping it.
+rewritten graph against the original on valid inputs before keeping it.
 Fusion (fused Attention, SkipLayerNorm, BiasGelu) changes no result beyond
-float rounding; int8 quantisation does, so it is never on by default.
+float rounding; int8 quantisation does, so it is never on by default
+(``export.quantise`` makes a quantised copy). Every size comes from the
+repository or the graph itself, so any BERT width and head count works.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, HEAD_PREFIX, TOKEN_TYPE_IDS
 
-from .errors import LoadTestError
+from . import configs
+from .errors import GraphMismatchError, RepositoryError
+from .names import TRUNK
 
 FUSED_ATOL = 1e-3
 
@@ -54,9 +58,6 @@ def repository_sizes(repo: str | Path) -> GraphSizes:
     ``head.json`` a head version keeps says how many attention heads and tokens it has.
     A folder without them (a baseline repository, say) gives zeros: read from the graphs.
     """
-    from trunkserve.export import configs
-    from trunkserve.export.repository import TRUNK
-
     repo = Path(repo)
     hidden = 0
     if (repo / TRUNK / "config.pbtxt").exists():
@@ -74,7 +75,7 @@ def _width(graph_input, sizes: GraphSizes) -> int:
     dim = graph_input.shape[-1] if graph_input.shape else None
     width = dim if isinstance(dim, int) and dim > 0 else sizes.hidden_size
     if not width:
-        raise LoadTestError(f"input {graph_input.name}: its width is neither fixed in the graph nor known from the repository")
+        raise RepositoryError(f"input {graph_input.name}: its width is neither fixed in the graph nor known from the repository")
     return width
 
 
@@ -140,7 +141,7 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: Gra
         diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, out))
         if atol is not None and diff > atol:
             shutil.copy2(original, path)
-            raise LoadTestError(f"{path}: tuned graph differs from the original by {diff:.2e} (> {atol})")
+            raise GraphMismatchError(f"{path}: tuned graph differs from the original by {diff:.2e} (> {atol})")
     finally:
         original.unlink(missing_ok=True)
     return GraphChange(path.parent.parent.name, fused, round(diff, 6), before, path.stat().st_size)
@@ -150,15 +151,16 @@ def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False,
                     models: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> list[GraphChange]:
     """Tune the ONNX graphs of ``repo`` in place: every model's, or only those of ``models`` (folder names).
 
+    Every version folder's graph, not only the first: a head swapped in later is served too.
     ``quantize`` skips the parity bound (see the int8 report).
     """
     changes = []
     sizes = repository_sizes(repo)
-    for path in sorted(Path(repo).glob("*/1/model.onnx")):
-        if models is not None and path.parent.parent.name not in models:
+    for path in sorted(Path(repo).glob("*/*/model.onnx")):
+        if not path.parent.name.isdigit() or (models is not None and path.parent.parent.name not in models):
             continue
         changes.append(tune_graph(path, fuse=fuse, quantize=quantize, atol=None if quantize else FUSED_ATOL,
                                   sizes=sizes, per_channel=per_channel, op_types=op_types))
     if not changes:
-        raise LoadTestError(f"{repo}: no */1/model.onnx to tune")
+        raise RepositoryError(f"{repo}: no <model>/<version>/model.onnx to tune")
     return changes
