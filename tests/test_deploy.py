@@ -103,7 +103,6 @@ def _dockerfile_env() -> dict[str, str]:
 
 def test_paths_ports_secrets_and_claims_agree():
     d = deployment()
-    pod = d["spec"]["template"]["spec"]
     triton, seed = container(d["spec"], "triton"), container(d["spec"], "seed-repository")
     env = {e["name"]: e for e in triton["env"]}
     mounts = {m["name"]: m["mountPath"] for m in triton["volumeMounts"]}
