@@ -18,7 +18,7 @@ import torch
 from trunkserve.defaults import ONNX_OPSET
 from trunkserve.head_group import HeadGroup, load_group
 from trunkserve.modules import Head
-from trunkserve.specs import GraphSpec, head_group_spec
+from trunkserve.specs import HEAD_HIDDEN, GraphSpec, head_group_spec
 
 from .errors import GraphMismatchError, RepositoryError
 from .onnx_export import _EXAMPLE_BATCH, _EXAMPLE_SEQ, _export
@@ -68,15 +68,13 @@ def export_head_group(group: HeadGroup, name: str, path: str | Path, opset: int 
     return spec
 
 
-class _PerHeadReference(torch.nn.Module):
+def _per_head_reference(heads: Sequence[Head]):
     """Each head's plain PyTorch outputs (``served=False``), in the group spec's order."""
 
-    def __init__(self, heads: Sequence[Head]):
-        super().__init__()
-        self.heads = list(heads)
+    def reference(hidden_states, attention_mask):
+        return tuple(o for h in heads for o in h.eval().serving_outputs(hidden_states, attention_mask, served=False))
 
-    def forward(self, hidden_states, attention_mask):
-        return tuple(o for h in self.heads for o in h.eval().serving_outputs(hidden_states, attention_mask, served=False))
+    return reference
 
 
 def validate_head_group(
@@ -91,10 +89,12 @@ def validate_head_group(
     Raises ``GraphMismatchError`` naming the first output (``<task>_<output>``) over ``atol``.
     """
     members = [(task, head.task_type, head.num_labels) for task, head in heads.items()]
-    want = head_group_spec(spec.name, members, spec.inputs[0].axes[-1]).output_names
+    want = head_group_spec(spec.name, members, spec.tensor(HEAD_HIDDEN).axes[-1]).output_names
     if want != spec.output_names:
-        raise GraphMismatchError(f"{spec.name}: outputs {spec.output_names} are not those of heads {list(heads)} ({want})")
-    return compare_with_torch(path, spec, _PerHeadReference(list(heads.values())), feeds, atol)
+        raise GraphMismatchError(
+            f"{spec.name}: outputs {spec.output_names} are not those of heads {list(heads)} ({want})"
+        )
+    return compare_with_torch(path, spec, _per_head_reference(list(heads.values())), feeds, atol)
 
 
 def group_outputs(path: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
