@@ -125,15 +125,24 @@ def head_output_specs(task_type: str, num_labels: int) -> tuple[TensorSpec, ...]
     return (TensorSpec(LOGITS, f32, (BATCH, num_labels)), TensorSpec(PROBABILITIES, f32, (BATCH, num_labels)))
 
 
+def _head_inputs(hidden_size: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec(HEAD_HIDDEN, np.dtype(np.float32), (BATCH, SEQUENCE, hidden_size)), _ids(ATTENTION_MASK))
+
+
 def head_spec(task: str, task_type: str, num_labels: int, hidden_size: int) -> GraphSpec:
-    return GraphSpec(
-        name=head_model_name(task),
-        inputs=(
-            TensorSpec(HEAD_HIDDEN, np.dtype(np.float32), (BATCH, SEQUENCE, hidden_size)),
-            _ids(ATTENTION_MASK),
-        ),
-        outputs=head_output_specs(task_type, num_labels),
+    outputs = head_output_specs(task_type, num_labels)
+    return GraphSpec(name=head_model_name(task), inputs=_head_inputs(hidden_size), outputs=outputs)
+
+
+def head_group_spec(name: str, members: Sequence[tuple[str, str, int]], hidden_size: int) -> GraphSpec:
+    """One graph for several heads of one depth (``trunkserve.head_group``): a head's inputs, then per
+    (task, task_type, num_labels) that head's outputs named ``<task>_<output>``, the ``multitask`` ensemble's names."""
+    outputs = tuple(
+        TensorSpec(f"{task}_{o.name}", o.dtype, o.axes)
+        for task, task_type, num_labels in members
+        for o in head_output_specs(task_type, num_labels)
     )
+    return GraphSpec(name=name, inputs=_head_inputs(hidden_size), outputs=outputs)
 
 
 def tokenizer_spec() -> GraphSpec:
