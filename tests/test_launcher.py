@@ -31,6 +31,16 @@ def test_bundled_command(monkeypatch, tmp_path):
     assert [a for a in cmd2 if a.startswith("--backend-directory")] == ["--backend-directory=/custom"]
 
 
+def test_the_wheels_response_cache_is_found_unless_a_directory_is_given(monkeypatch, tmp_path):
+    monkeypatch.delenv("TRITONSERVER_BIN", raising=False)
+    monkeypatch.setattr(launcher, "SYSTEM_TRITON", tmp_path / "absent")
+    cmd, _ = launcher.command(["--cache-config=local,size=1048576"])
+    caches = Path(next(a for a in cmd if a.startswith("--cache-directory=")).split("=", 1)[1])
+    assert (caches / "local" / "libtritoncache_local.so").exists()
+    cmd2, _ = launcher.command(["--cache-directory=/custom"])
+    assert [a for a in cmd2 if a.startswith("--cache-directory")] == ["--cache-directory=/custom"]
+
+
 def test_missing_libpython_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("TRITONSERVER_BIN", raising=False)
     monkeypatch.setattr(launcher, "SYSTEM_TRITON", tmp_path / "absent")

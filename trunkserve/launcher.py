@@ -92,6 +92,10 @@ def server_env(base: dict | None = None) -> dict:
     return env
 
 
+def _given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(f"{flag}=") for a in args)
+
+
 def command(argv: list[str]) -> tuple[list[str], dict]:
     """The command and environment that start the server with ``argv``."""
     system = system_triton()
@@ -109,8 +113,10 @@ def command(argv: list[str]) -> tuple[list[str], dict]:
                 hint = f" Install it with: apt-get install -y libpython{python_tag()}"
             raise LauncherError(f"{binary.name} needs {', '.join(missing)}, not found.{hint}")
     args = list(argv)
-    if not any(a == "--backend-directory" or a.startswith("--backend-directory=") for a in args):
+    if not _given(args, "--backend-directory"):
         args = [f"--backend-directory={backends}", *args]
+    if not _given(args, "--cache-directory") and (root / "caches").is_dir():  # the wheel's response-cache library
+        args = [f"--cache-directory={root / 'caches'}", *args]
     return [str(root / "bin" / "tritonserver"), *args], env
 
 
