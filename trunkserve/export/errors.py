@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-
-class ExportError(RuntimeError):
-    """Base class for export failures."""
+# the two bases sit in the core contract, whose readers raise them too
+from trunkserve.deployment.errors import ExportError, RepositoryError
 
 
 class GraphMismatchError(ExportError):
     """An exported graph's names, shapes or values differ from the PyTorch model."""
-
-
-class RepositoryError(ExportError):
-    """The model repository is missing, inconsistent, or cannot take the requested change."""
 
 
 class HotswapError(RepositoryError):
@@ -49,3 +44,7 @@ class AdminKeyRefused(AccessDenied):
 
 class CanaryFailed(HotswapError):
     """The served head did not reproduce the artefact's reference outputs."""
+
+
+__all__ = ["AccessDenied", "AdminKeyMissing", "AdminKeyRefused", "CanaryFailed", "ExportError", "GraphMismatchError",
+           "HeadRejected", "HotswapError", "RepositoryError", "ServerUnavailable"]
