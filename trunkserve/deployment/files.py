@@ -41,7 +41,7 @@ def config_dict(config: Any) -> dict:
         return config
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(config, preserving_proto_field_names=True)
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
 def read_model_config(folder: str | Path) -> dict:

@@ -167,7 +167,9 @@ class ServingOptions:
         t = config_dict(trunk)
         r, batching = _Reader(t), t.get("dynamic_batching") or {}
         groups = t.get("instance_group") or [{}]
-        intra, inter = (r.p.get(k) or r.p.get(f"{k}_count") for k in ("intra_op_threads", "inter_op_threads"))
+        # the Python backend's names (``OnnxParams``), else the onnxruntime backend's (``runtime_parameters``)
+        intra = r.p.get("intra_op_threads") or r.p.get("intra_op_thread_count")
+        inter = r.p.get("inter_op_threads") or r.p.get("inter_op_thread_count")
         return cls(
             backend=backend_of(t),
             max_batch_size=int(t.get("max_batch_size", 0)),
