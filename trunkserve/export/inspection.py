@@ -9,48 +9,36 @@ new head ONNX can each refuse a head while refusing still changes nothing.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from trunkserve.artifacts import HeadArtifactError, HeadMeta, load_head, read_canary, write_canary
+from trunkserve.artifacts import HeadArtifactError, HeadMeta, write_canary
 from trunkserve.canary import CANARY_ATOL
-from trunkserve.modules import Head, HeadGraph
+from trunkserve.deployment.layout import MODEL_FILES, PYTHON_ORT, TENSORRT, VERSION, head_model_name
+from trunkserve.deployment.params import HeadEntry, ServingOptions
+from trunkserve.deployment.reader import Deployment
 from trunkserve.specs import GraphSpec, head_spec
 
 from . import quality
-from .configs import MODEL_FILES, PYTHON_ORT, TENSORRT, ServingOptions
-from .deployed import DeployedTrunk, deployed_options, onnx_session
+from .deployed import DeployedTrunk, onnx_session
 from .errors import CanaryFailed, GraphMismatchError, HeadRejected, RepositoryError
-from .names import VERSION, head_model_name
+from .fit import check_head_fits
 from .quantised import served_reference
-from .repository import HeadEntry, TrunkInfo, check_head_fits, write_head_model
-from .validate import check_interface, compare_with_torch
+from .repository import HEAD_ONNX, Artefact, load_artefact, write_head_model
+from .validate import check_interface
 
-#: Optional pre-exported head graph inside an artefact; validated and served instead of re-exporting.
-HEAD_ONNX = "head.onnx"
-
-
-@dataclass
-class Artefact:
-    """A head folder read once (head.json, weights, canary): every later check uses this, not the disk."""
-
-    folder: Path
-    head: Head
-    meta: HeadMeta
-    canary: dict | None
+__all__ = ["HEAD_ONNX", "Artefact", "InspectedHead", "check_gate", "compare_canary", "inspect_head", "read_artefact"]
 
 
 def read_artefact(head_dir: str | Path) -> Artefact:
-    """Load the artefact; one that cannot be read, or whose weights do not fit head.json, is ``HeadRejected``."""
-    folder = Path(head_dir)
+    """The head folder, read once (its ``head.onnx`` too); one that cannot be read, or whose weights do not fit
+    head.json, is ``HeadRejected``."""
     try:
-        head, meta = load_head(folder)
+        return load_artefact(head_dir, with_graph=True)
     except HeadArtifactError as exc:
-        raise HeadRejected(f"{folder}: {exc}") from exc
-    return Artefact(folder, head, meta, read_canary(folder))
+        raise HeadRejected(f"{head_dir}: {exc}") from exc
 
 
 def check_gate(artefact: Artefact, force: bool) -> list[str]:
@@ -96,28 +84,27 @@ def inspect_head(
     staging: str | Path,
     version: str = VERSION,
     write_config: bool = True,
-    trunk: DeployedTrunk | None = None,
+    deployment: Deployment | None = None,
 ) -> InspectedHead:
     """Validate an artefact (a folder, or one ``read_artefact`` read) against the deployed repository and export it into ``staging``.
 
+    ``deployment``: the repository as the operation read it (else read here).
     Raises ``HeadRejected`` saying what is wrong; ``staging`` is the only thing written.
     """
     art = head if isinstance(head, Artefact) else read_artefact(head)
     repo, staging = Path(repo), Path(staging)
-    info = TrunkInfo.read(repo)
+    dep = deployment or Deployment.read(repo)
     try:
-        check_head_fits(art.meta, info)  # depth exposed, hidden size, trunk fingerprint
+        check_head_fits(art.meta, dep.trunk)  # depth exposed, hidden size, trunk fingerprint
     except RepositoryError as exc:
         raise HeadRejected(f"{art.folder}: {exc}") from exc
-    spec = head_spec(art.meta.task, art.meta.task_type, art.meta.num_labels, info.hidden_size)
-    opts = deployed_options(repo)
-    if opts.backend == TENSORRT:
+    spec = head_spec(art.meta.task, art.meta.task_type, art.meta.num_labels, dep.trunk.hidden_size)
+    if dep.options.backend == TENSORRT:
         raise HeadRejected("hot-adding heads to a TensorRT repository is not supported (rebuild it with export build)")
-    trunk = trunk or DeployedTrunk(repo)
+    trunk = DeployedTrunk(repo, dep)
     feeds = trunk.validation_feeds(art.meta.branch_layer)
-    onnx_path = _stage_graph(art, spec, info, opts, feeds, staging, version, write_config)
-    entry = HeadEntry(art.meta.task, art.meta.task_type, art.meta.num_labels, art.meta.branch_layer)
-    out = InspectedHead(art.meta, entry, art.canary, staging / head_model_name(art.meta.task), version, options=opts)
+    onnx_path, entry = _stage_graph(art, spec, dep, feeds, staging, version, write_config)
+    out = InspectedHead(art.meta, entry, art.canary, staging / head_model_name(art.meta.task), version, options=dep.options)
     if out.canary is None:
         out.notes.append("no canary.json in the artefact: served outputs are not checked against a reference")
     else:
@@ -125,26 +112,21 @@ def inspect_head(
     return out
 
 
-def _stage_graph(art: Artefact, spec: GraphSpec, info: TrunkInfo, opts: ServingOptions, feeds: dict[str, np.ndarray],
-                 staging: Path, version: str, write_config: bool) -> Path:
-    """Export (or take the artefact's own ``head.onnx``) into ``staging`` and check it; the staged graph's path.
+def _stage_graph(art: Artefact, spec: GraphSpec, dep: Deployment, feeds: dict[str, np.ndarray],
+                 staging: Path, version: str, write_config: bool) -> tuple[Path, HeadEntry]:
+    """Export (or write the artefact's own ``head.onnx``) into ``staging`` and check it against PyTorch and the
+    deployed trunk's interface; the staged graph's path and the head's entry.
 
     ``feeds`` are the deployed trunk's real outputs at the head's depth (``DeployedTrunk.validation_feeds``).
     """
-    supplied = art.folder / HEAD_ONNX
     try:
-        if supplied.exists():
-            # a pre-exported graph: must pass the checker, match the trunk's interface and the weights' values
-            compare_with_torch(supplied, spec, HeadGraph(art.head, served=False), feeds)
-        write_head_model(staging, art.folder, info, opts, {art.meta.branch_layer: feeds}, version=version,
-                         write_config=write_config, loaded=(art.head, art.meta))
+        entry, _ = write_head_model(staging, art, dep.trunk, dep.options, {art.meta.branch_layer: feeds}, version=version,
+                                    write_config=write_config)
         onnx_path = staging / head_model_name(art.meta.task) / version / MODEL_FILES[PYTHON_ORT]
-        if supplied.exists():
-            shutil.copy2(supplied, onnx_path)
         check_interface(onnx_path, spec)  # dims incl. the deployed trunk's hidden size
     except (GraphMismatchError, HeadArtifactError) as exc:
         raise HeadRejected(f"{art.folder}: {exc}") from exc
-    return onnx_path
+    return onnx_path, entry
 
 
 def _offline_canary(out: InspectedHead, art: Artefact, spec: GraphSpec, onnx_path: Path, trunk: DeployedTrunk) -> None:

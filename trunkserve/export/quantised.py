@@ -24,12 +24,13 @@ import numpy as np
 
 from trunkserve.artifacts import read_canary, write_canary
 from trunkserve.canary import CANARY_ATOL
+from trunkserve.deployment.params import trunk_quantisation
 
 from . import configs
 from .configs import MODEL_FILES, PYTHON_ORT
 from .deployed import DeployedTrunk, onnx_session
 from .names import FLOAT32_REFERENCE, QUANTISATION, TRUNK, VERSION, head_model_name
-from .repository import scan_heads, trunk_quantisation
+from .repository import scan_heads
 
 __all__ = ["FLOAT32_REFERENCE", "QUANTISATION", "keep_float32_trunk", "mark_quantised", "rederive_canaries",
            "served_reference", "trunk_quantisation"]

@@ -19,28 +19,24 @@ from typing import Sequence
 
 import numpy as np
 
-from trunkserve.export import configs
-from trunkserve.export.repository import TOKENIZER, TRUNK, scan_heads, head_model_name
+from trunkserve.deployment.files import read_model_config
+from trunkserve.deployment.layout import TOKENIZER, TRUNK, VERSION, head_model_name
+from trunkserve.deployment.params import OnnxParams, TokenizerParams
+from trunkserve.deployment.reader import read_heads
 from trunkserve.serving.onnx_runtime import GraphRunner, make_session
+from trunkserve.serving.tokenizer_runtime import load_tokenizer
 from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, hidden_name
-from trunkserve.tokenization import BucketTokenizer
 
 from .corpus import Pair, Sampler
 
 
-def _params(repo: Path, model: str) -> dict[str, str]:
-    cfg = configs.read_config(repo / model)
-    return {k: v.string_value for k, v in cfg.parameters.items()}
-
-
 def _session(repo: Path, model: str, intra_op_threads: int | None = 0):
     """``intra_op_threads=None`` takes the repository config's value; 0 is all cores."""
-    p = _params(repo, model)
-    intra = int(p.get("intra_op_threads", 0)) if intra_op_threads is None else intra_op_threads
+    p = OnnxParams.from_config(read_model_config(repo / model))
     return make_session(
-        repo / model / "1" / p.get("onnx_file", "model.onnx"),
-        intra_op_threads=intra,
-        inter_op_threads=int(p.get("inter_op_threads", 1)),
+        repo / model / VERSION / p.onnx_file,
+        intra_op_threads=p.intra_op_threads if intra_op_threads is None else intra_op_threads,
+        inter_op_threads=p.inter_op_threads,
     )
 
 
@@ -49,15 +45,11 @@ class MergedPipeline:
 
     def __init__(self, repo: str | Path, intra_op_threads: int | None = 0):
         repo = Path(repo)
-        tp = _params(repo, TOKENIZER)
-        self.tokenizer = BucketTokenizer(
-            repo / TOKENIZER / "1" / tp.get("tokenizer_dir", "tokenizer"),
-            max_length=int(tp.get("max_length", 128)),
-            buckets=[int(b) for b in tp.get("buckets", "16,32,64,128").split(",") if b],
-        )
+        params = TokenizerParams.from_config(read_model_config(repo / TOKENIZER))
+        self.tokenizer = load_tokenizer(repo / TOKENIZER / VERSION, params)
         self.trunk = GraphRunner(_session(repo, TRUNK, intra_op_threads))
         self.heads = [
-            (e, GraphRunner(_session(repo, head_model_name(e.task), intra_op_threads))) for e in scan_heads(repo)
+            (h.entry, GraphRunner(_session(repo, head_model_name(t), intra_op_threads))) for t, h in read_heads(repo).items()
         ]
 
     def run(self, ids: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..deployment.params import TokenizerParams
 from ..tokenization import BucketTokenizer
 
 #: Characters per text beyond which a request is refused instead of tokenized.
 #: Tokens past ``max_length`` are truncated anyway; this bound only stops a
 #: multi-megabyte body from tying up a tokenizer instance.
 MAX_TEXT_CHARS = 100_000
+
+
+def load_tokenizer(version_dir: str | Path, params: TokenizerParams) -> BucketTokenizer:
+    """The tokenizer a deployed ``tokenizer`` model serves, from its version folder and its config's parameters."""
+    return BucketTokenizer(Path(version_dir) / params.tokenizer_dir, max_length=params.max_length, buckets=params.buckets)
 
 
 class TextInputError(ValueError):

@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..deployment.params import OnnxParams, TokenizerParams
 from .batching import run_isolated
 from .input_checks import InputError, bounds_from_graph, check_feed
 from .onnx_runtime import GraphRunner, make_session
-from .tokenizer_runtime import TextInputError, encode_request
-
-
-def _parameters(config: dict) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+from .tokenizer_runtime import TextInputError, encode_request, load_tokenizer
 
 
 def _version_dir(args: dict) -> Path:
@@ -47,16 +44,14 @@ class OnnxModel:
 
         self.pb = pb_utils
         config = json.loads(args["model_config"])
-        params = _parameters(config)
-        device = params.get("device", "cpu")
-        if args.get("model_instance_kind") != "GPU":
-            device = "cpu"
-        graph = _version_dir(args) / params.get("onnx_file", "model.onnx")
+        params = OnnxParams.from_config(config)
+        device = params.device if args.get("model_instance_kind") == "GPU" else "cpu"
+        graph = _version_dir(args) / params.onnx_file
         self.bounds = bounds_from_graph(graph)
         session = make_session(
             graph,
-            intra_op_threads=int(params.get("intra_op_threads", 0)),
-            inter_op_threads=int(params.get("inter_op_threads", 1)),
+            intra_op_threads=params.intra_op_threads,
+            inter_op_threads=params.inter_op_threads,
             device=device,
         )
         self.input_names = [i["name"] for i in config["input"]]
@@ -86,16 +81,8 @@ class TokenizerModel:
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
-        from ..tokenization import BucketTokenizer
-
         self.pb = pb_utils
-        params = _parameters(json.loads(args["model_config"]))
-        buckets = [int(b) for b in params.get("buckets", "16,32,64,128").split(",") if b]
-        self.tokenizer = BucketTokenizer(
-            _version_dir(args) / params.get("tokenizer_dir", "tokenizer"),
-            max_length=int(params.get("max_length", 128)),
-            buckets=buckets,
-        )
+        self.tokenizer = load_tokenizer(_version_dir(args), TokenizerParams.from_config(json.loads(args["model_config"])))
 
     def execute(self, requests):
         pb = self.pb
