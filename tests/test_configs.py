@@ -83,7 +83,29 @@ def test_backend_specifics(repo_per_backend):
     # groups them itself (the Python shim); native backends would concatenate them.
     ragged = {i.name: i.allow_ragged_batch for cfg in (trunk, head) for i in cfg.input}
     assert all(ragged.values()) if backend == "python-onnxruntime" else not any(ragged.values())
-    assert trunk.dynamic_batching.max_queue_delay_microseconds > 0 and head.dynamic_batching.preferred_batch_size
+    # Latency-aware defaults: only the trunk has a batching window (none by default); tokenizer and heads never wait.
+    tokenizer = read_config(repo / "tokenizer")
+    assert trunk.dynamic_batching.max_queue_delay_microseconds == ServingOptions().max_queue_delay_us
+    assert head.dynamic_batching.max_queue_delay_microseconds == tokenizer.dynamic_batching.max_queue_delay_microseconds == 0
+    assert not head.dynamic_batching.preferred_batch_size and not tokenizer.dynamic_batching.preferred_batch_size
+
+
+def test_a_trunk_window_gets_preferred_sizes_and_each_step_its_own_delay(tmp_path):
+    from trunkserve.specs import head_spec, tokenizer_spec, trunk_spec
+    from trunkserve.deployment.params import TokenizerParams
+    from trunkserve.export import configs
+
+    opts = ServingOptions(max_queue_delay_us=2000, preferred_batch_sizes=[8, 16], head_queue_delay_us=300,
+                          tokenizer_queue_delay_us=100, max_batch_size=16)
+    trunk = configs.graph_config(trunk_spec((3,), 384), opts, opts.trunk_instances, {})
+    head = configs.graph_config(head_spec("sst2", "classification", 2, 384), opts, opts.head_instances, {})
+    tok = configs.tokenizer_config(tokenizer_spec(), opts, TokenizerParams())
+    assert trunk.dynamic_batching.max_queue_delay_microseconds == 2000 and list(trunk.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert head.dynamic_batching.max_queue_delay_microseconds == 300 and not head.dynamic_batching.preferred_batch_size
+    assert tok.dynamic_batching.max_queue_delay_microseconds == 100
+    assert ServingOptions.from_configs(trunk, head, tok) == opts
+    assert not trunk.HasField("response_cache") and ServingOptions.from_configs(
+        configs.graph_config(trunk_spec((3,), 384), ServingOptions(response_cache=True), 1, {})).response_cache
 
 
 def test_ensembles_route_through_trunk(repo_per_backend):
@@ -271,6 +293,7 @@ def test_a_built_repository_reads_back_as_written(repo_per_backend, head_dirs):
     """``Deployment.read`` (what hot-swap, ``show`` and the int8 tools use) gives back the build's options and heads."""
     from trunkserve.artifacts import read_meta
     from trunkserve.deployment.params import TokenizerParams
+    from trunkserve.export import configs
     from trunkserve.deployment.reader import Deployment
 
     backend, repo = repo_per_backend

@@ -65,6 +65,13 @@ def _instances(config: Any | None) -> int:
     return int(groups[0].get("count", 1)) if groups else 1
 
 
+def _queue_delay(config: Any | None, default: int) -> int:
+    """A model's batching window as deployed (``default`` where there is no such model)."""
+    if config is None:
+        return default
+    return int((config_dict(config).get("dynamic_batching") or {}).get("max_queue_delay_microseconds", 0))
+
+
 def _default(name: str):
     return next(f.default for f in fields(ServingOptions) if f.name == name)
 
@@ -125,13 +132,18 @@ class ServingOptions:
 
     backend: str = PYTHON_ORT
     max_batch_size: int = 64
-    # Tuned on the 2-core machine (reports/serving-cost.md): every ensemble step is a
-    # Python-backend round trip with a cost per execution, so larger server-side batches
-    # (20 ms window; no preferred size below 32, which would release a batch as soon as
-    # 16 requests wait) and two single-threaded trunk instances beat small batches on
-    # multi-threaded sessions.
-    max_queue_delay_us: int = 20000
-    preferred_batch_sizes: Sequence[int] = (32, 64)
+    # Per step, because waiting pays at most where many requests meet (reports/serving-cost.md, "Batching
+    # window"): the tokenizer works per request and each head gets the trunk's whole batch at once, so they
+    # never wait; the trunk's window (``max_queue_delay_us``, with ``preferred_batch_sizes``) is the one knob.
+    # A 20 ms window at every step made a lone request wait 60 ms in queues; under load a queue forms by
+    # itself and the batcher still takes everything waiting.
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: Sequence[int] = ()
+    tokenizer_queue_delay_us: int = 0
+    head_queue_delay_us: int = 0
+    # Triton's response cache on the tokenizer, the trunk and the heads (the server needs --cache-config).
+    # Never on an ensemble: its key would outlive a head swap, while a head's key names its version.
+    response_cache: bool = False
     tokenizer_instances: int = 1
     trunk_instances: int = 2
     head_instances: int = 1
@@ -149,6 +161,11 @@ class ServingOptions:
     @property
     def kind(self) -> str:
         return "KIND_GPU" if self.gpu else "KIND_CPU"
+
+    def queue_delay_us(self, role: str) -> int:
+        """The batching window of one step: ``tokenizer``, ``trunk`` or ``head``."""
+        return {"tokenizer": self.tokenizer_queue_delay_us, "trunk": self.max_queue_delay_us,
+                "head": self.head_queue_delay_us}[role]
 
     def runtime_parameters(self) -> dict[str, str]:
         """The parameters a graph model's backend reads (file, threads, device); TensorRT reads none."""
@@ -175,6 +192,9 @@ class ServingOptions:
             max_batch_size=int(t.get("max_batch_size", 0)),
             max_queue_delay_us=int(batching.get("max_queue_delay_microseconds", 0)),
             preferred_batch_sizes=[int(s) for s in batching.get("preferred_batch_size", ())],
+            tokenizer_queue_delay_us=_queue_delay(tokenizer, _default("tokenizer_queue_delay_us")),
+            head_queue_delay_us=_queue_delay(head, _default("head_queue_delay_us")),
+            response_cache=bool((t.get("response_cache") or {}).get("enable", False)),
             tokenizer_instances=_instances(tokenizer),
             trunk_instances=_instances(t),
             head_instances=_instances(head),

@@ -125,7 +125,7 @@ def write_full_model(repo: Path, backbone: Backbone, spec: TaskSpec, opts: Servi
     if labelled:
         (folder / LABELS_FILE).write_text("\n".join(spec.labels) + "\n")
     params = {"task_type": spec.task_type, "num_labels": spec.num_labels, "deployment": BASELINE_KIND}
-    configs.write_config(folder, configs.graph_config(gspec, opts, opts.trunk_instances, params, labelled))
+    configs.write_config(folder, configs.graph_config(gspec, opts, opts.trunk_instances, params, labelled, "trunk"))
     if opts.backend == PYTHON_ORT:
         write_shim(folder / VERSION, ONNX_MODEL)
     return onnx_path.stat().st_size

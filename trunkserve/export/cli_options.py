@@ -40,9 +40,16 @@ def add_serving_options(p: argparse.ArgumentParser) -> None:
                         "Triton's ONNX Runtime backend, or TensorRT plans (built later by build-plans)")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="largest batch a model takes")
     p.add_argument("--max-queue-delay-us", type=int, default=d.max_queue_delay_us,
-                   help="how long the dynamic batcher waits to fill a batch, in microseconds")
+                   help="how long the trunk's dynamic batcher waits to fill a batch, in microseconds")
     p.add_argument("--preferred-batch-sizes", type=ints, default=list(d.preferred_batch_sizes),
-                   help="batch sizes the dynamic batcher releases at once, comma-separated")
+                   help="batch sizes the trunk's batcher releases at once, comma-separated (used with a window)")
+    p.add_argument("--tokenizer-queue-delay-us", type=int, default=d.tokenizer_queue_delay_us,
+                   help="the tokenizer's batching window, in microseconds")
+    p.add_argument("--head-queue-delay-us", type=int, default=d.head_queue_delay_us,
+                   help="each head's batching window, in microseconds")
+    p.add_argument("--response-cache", action="store_true",
+                   help="Triton's response cache on the tokenizer, trunk and heads (start the server with "
+                        "--cache-config local,size=BYTES)")
     p.add_argument("--tokenizer-instances", type=int, default=d.tokenizer_instances, help="tokenizer model instances")
     p.add_argument("--trunk-instances", type=int, default=d.trunk_instances, help="trunk model instances")
     p.add_argument("--head-instances", type=int, default=d.head_instances, help="instances of each head model")
@@ -59,6 +66,9 @@ def serving_options(args) -> ServingOptions:
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,
         preferred_batch_sizes=args.preferred_batch_sizes,
+        tokenizer_queue_delay_us=args.tokenizer_queue_delay_us,
+        head_queue_delay_us=args.head_queue_delay_us,
+        response_cache=args.response_cache,
         tokenizer_instances=args.tokenizer_instances,
         trunk_instances=args.trunk_instances,
         head_instances=args.head_instances,

@@ -18,7 +18,8 @@ from tritonclient.grpc import model_config_pb2
 # What the configs say is the core contract's (``trunkserve.deployment``): its dataclasses give the
 # parameters written here, and parse them back; the names below are re-exported for the callers of this module.
 from trunkserve.deployment.files import load_config as read_config, parse_pbtxt
-from trunkserve.deployment.layout import BACKENDS, CONFIG_FILE, LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT
+from trunkserve.deployment.layout import (BACKENDS, CONFIG_FILE, LABELS_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, TENSORRT,
+                                         TRUNK)
 from trunkserve.deployment.params import ServingOptions, TokenizerParams
 from trunkserve.specs import GraphSpec, TensorSpec
 
@@ -37,11 +38,19 @@ def _params(values: dict[str, str]) -> dict:
     return {k: {"string_value": str(v)} for k, v in values.items()}
 
 
-def _batching(opts: ServingOptions) -> dict:
-    sizes = [s for s in opts.preferred_batch_sizes if s <= opts.max_batch_size]
-    d = {"max_queue_delay_microseconds": opts.max_queue_delay_us}
-    if sizes:
+def _batching(opts: ServingOptions, role: str) -> dict:
+    """The dynamic batcher of one step; preferred sizes only where there is a window to fill (the trunk's)."""
+    delay = opts.queue_delay_us(role)
+    sizes = [s for s in opts.preferred_batch_sizes if s <= opts.max_batch_size] if role == "trunk" else []
+    d: dict = {"max_queue_delay_microseconds": delay}
+    if sizes and delay:
         d["preferred_batch_size"] = sizes
+    return d
+
+
+def _cached(d: dict, opts: ServingOptions) -> dict:
+    if opts.response_cache:
+        d["response_cache"] = {"enable": True}
     return d
 
 
@@ -70,6 +79,7 @@ def graph_config(
     instances: int,
     parameters: dict | None = None,
     labelled_outputs: Iterable[str] = (),
+    role: str | None = None,
 ) -> model_config_pb2.ModelConfig:
     """Config for a trunk or head graph on the chosen backend; ``labelled_outputs`` get ``labels.txt``.
 
@@ -83,8 +93,9 @@ def graph_config(
         "input": [_io(t) for t in spec.inputs],
         "output": [_io(t, LABELS_FILE if t.name in labelled else None) for t in spec.outputs],
         "instance_group": [{"count": instances, "kind": opts.kind}],
-        "dynamic_batching": _batching(opts),
+        "dynamic_batching": _batching(opts, role or ("trunk" if spec.name == TRUNK else "head")),
     }
+    _cached(d, opts)
     if opts.backend == PYTHON_ORT:
         d["backend"] = "python"
         _allow_ragged(d["input"])
@@ -100,7 +111,7 @@ def graph_config(
 
 def tokenizer_config(spec: GraphSpec, opts: ServingOptions, params: TokenizerParams) -> model_config_pb2.ModelConfig:
     """The Python-backend tokenizer (every backend choice keeps it on the Python backend, on CPU)."""
-    return _message(
+    return _message(_cached(
         {
             "name": spec.name,
             "backend": "python",
@@ -108,10 +119,9 @@ def tokenizer_config(spec: GraphSpec, opts: ServingOptions, params: TokenizerPar
             "input": [_io(t) for t in spec.inputs],
             "output": [_io(t) for t in spec.outputs],
             "instance_group": [{"count": opts.tokenizer_instances, "kind": "KIND_CPU"}],
-            "dynamic_batching": _batching(opts),
+            "dynamic_batching": _batching(opts, "tokenizer"),
             "parameters": _params(params.parameters()),
-        }
-    )
+        }, opts))
 
 
 @dataclass
