@@ -293,7 +293,6 @@ def test_a_built_repository_reads_back_as_written(repo_per_backend, head_dirs):
     """``Deployment.read`` (what hot-swap, ``show`` and the int8 tools use) gives back the build's options and heads."""
     from trunkserve.artifacts import read_meta
     from trunkserve.deployment.params import TokenizerParams
-    from trunkserve.export import configs
     from trunkserve.deployment.reader import Deployment
 
     backend, repo = repo_per_backend
