@@ -31,6 +31,6 @@ teacher_metrics, student_metrics                   # training.trials.Trial (see 
 bytes_before, bytes_after                          # loadtest.tuning.GraphChange (see below)
 
 # Library functions whose callers live outside the package.
-run_batched  # serving.batching: reports/microbench/batching.py and tests/test_batching.py
-triton_version  # ngc: tests/test_docker.py checks docker/Dockerfile's base image with it
-run_seed     # training.trials: tests/test_training_heads.py only (training/ is being restructured: decide there)
+run_batched  # serving.batching: reports/microbench/batching.py and tests/unit/test_batching.py
+triton_version  # ngc: tests/unit/test_docker.py checks docker/Dockerfile's base image with it
+run_seed     # training.trials: tests/unit/test_training_heads.py only (training/ is being restructured: decide there)

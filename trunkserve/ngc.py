@@ -2,7 +2,7 @@
 
 Why: docker/Dockerfile serves on the NGC image, everything else on the ``tritonserver`` of the
 ``nvidia-pytriton`` wheel; the two must run the same server version, or a repository that loads
-here may not load in the image. tests/test_docker.py asks the bundled server for its version and
+here may not load in the image. tests/unit/test_docker.py asks the bundled server for its version and
 checks the Dockerfile's tag against this table.
 
 A table, not a formula: "2.(12 * YY + MM - 247)" fits every pair checked from 21.02 to 25.03, but

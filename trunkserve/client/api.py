@@ -18,7 +18,7 @@ from .transport import Transport, is_connection_error
 
 MULTITASK = "multitask"
 #: The server's name for a task's head model (``trunkserve.specs.head_model_name``). A copy, not an import: the
-#: client ships without trunkserve (docker/Dockerfile.locust); tests/test_architecture.py holds the two equal.
+#: client ships without trunkserve (docker/Dockerfile.locust); tests/unit/test_architecture.py holds the two equal.
 HEAD_PREFIX = "head_"
 
 

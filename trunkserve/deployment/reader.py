@@ -81,6 +81,3 @@ class Deployment:
         if task not in self.heads:
             raise RepositoryError(f"task {task!r} is not deployed in {self.repo}")
         return self.heads[task]
-
-    def in_multitask(self, task: str) -> bool:
-        return head_model_name(task) in self.routes

@@ -30,7 +30,7 @@ The server side (``ServerControl``: the admin key, typed refusals) is
 ``export.admin``; the errors are in ``export.errors``. This module re-exports
 the public names, so callers import them all from here.
 
-Triton facts this relies on (checked on 2.51, see tests/test_hotswap_server.py):
+Triton facts this relies on (checked on 2.51, see tests/integration/test_hotswap_server.py):
 loading an ensemble loads its composing models but reloads one only if its
 folder changed (the pre-compiled shims keep the trunk's folder unchanged);
 (re)loading ``head_<t>`` reloads the ensembles that depend on it, which keep

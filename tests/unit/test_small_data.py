@@ -24,7 +24,7 @@ from trunkserve.training.metrics import compute_metrics, majority_outputs
 from trunkserve.training.quality import QualityError, judge
 from trunkserve.artifacts import read_meta
 
-GLUE = Path(__file__).resolve().parent.parent.parent / "shared" / "glue"
+GLUE = Path(__file__).resolve().parents[3] / "shared" / "glue"
 needs_glue = pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason="GLUE data not present")
 
 

@@ -133,7 +133,7 @@ def test_every_metric_the_dashboard_plots_is_exported_by_the_fleet(fleet):
     from pathlib import Path
     from urllib.request import urlopen
 
-    dashboard = json.loads((Path(__file__).resolve().parent.parent / "deploy/grafana/trunkserve-fleet.json").read_text())
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/trunkserve-fleet.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     names = {n for e in exprs for n in re.findall(r"\b((?:nv|haproxy)_[a-z_]+)", e)}
     TrunkserveClient(fleet.http_url).infer("sst2", ["warm the counters"])

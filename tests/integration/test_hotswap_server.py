@@ -36,13 +36,13 @@ from trunkserve.export.hotswap import (
     swap_head,
 )
 from servertools import infer, load_count
-from test_hotswap import BAD, leftovers, multitask_heads, tree_digest
+from repotools import BAD, leftovers, multitask_heads, tree_digest
 from trunkserve.server import TritonProcess, free_port
 
 pytestmark = pytest.mark.server
 
 HEADER, KEY = "x-trunkserve-admin-key", "s3cret-admin"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["a gripping, beautifully acted film.", "the service was slow and the food was cold."]
 PAIRS = ["", "the food was cold"]
 # what the load threads ask for, per model: the other tasks, also through multitask

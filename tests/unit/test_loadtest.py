@@ -226,7 +226,7 @@ def test_report_quotes_the_median_of_the_ratio_pairs(tmp_path):
 
     from trunkserve.loadtest.report import write_report
 
-    result = json.loads((Path(__file__).resolve().parents[1] / "reports" / "serving-cost.json").read_text())
+    result = json.loads((Path(__file__).resolve().parents[2] / "reports" / "serving-cost.json").read_text())
     result["ratio_pairs"] = [
         {"users": 64, "server_inputs_per_s": s, "server_p99_ms": 250.0, "server_failures": 0, "batch_size": 16,
          "inprocess_inputs_per_s": 400.0, "ratio": s / 400.0}
