@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import RepositoryError
 from .files import read_model_config
-from .layout import CONFIG_FILE, LABELS_FILE, MULTITASK, TOKENIZER, head_model_folders, head_model_name, versions_of
+from .layout import CONFIG_FILE, LABELS_FILE, MULTITASK, TOKENIZER, head_model_folders, versions_of
 from .params import HeadEntry, ServingOptions, TokenizerParams, TrunkInfo, read_trunk_config
 
 
