@@ -28,6 +28,7 @@ mean_ms                                            # loadtest.records.WindowStat
 processes, pss_mb                                  # loadtest.resources.Memory -> serving-cost.json
 rule, student_rmse, teacher_rmse                   # training.quality.Verdict.to_dict -> head.json
 teacher_metrics, student_metrics                   # training.trials.Trial (see below)
+validation, truncated_train, task_description, best_seed, student_dir  # training.results -> glue.json, summaries
 bytes_before, bytes_after                          # loadtest.tuning.GraphChange (see below)
 
 # Library functions whose callers live outside the package.

@@ -3,7 +3,7 @@
 ``Trunk`` = embeddings + the bottom layers, frozen and shared by every task; it
 returns the hidden states at each configured branch depth and runs no further
 than the deepest one. ``Head`` = a few transformer layers on top of one branch
-depth + pooler + task output. Trunk followed by head is exactly the original
+depth + pooler + task output. ``FullModel`` = both with nothing shared: one model per task. Trunk followed by head is exactly the original
 encoder cut at that depth, which is what the parity tests rely on.
 """
 
@@ -186,6 +186,54 @@ class Head(nn.Module):
         if self.task_type == REGRESSION:
             return (out,)
         return out, torch.softmax(out, dim=-1)
+
+
+class FullModel(nn.Module):
+    """Embeddings + every encoder layer + pooler + task output: one fully fine-tuned model per task.
+
+    What serving without the trunk/head split runs: the training baseline (``training.teacher``)
+    and the single-task repository (``export.baseline``) both build it here, so the two compare
+    the same model. ``forward`` is the training form (logits); ``serving_outputs`` the served one.
+    """
+
+    def __init__(self, trunk: Trunk, head: Head):
+        super().__init__()
+        if trunk.depths != (0,) or head.num_layers != trunk.config.num_hidden_layers:
+            raise ValueError(f"a full model is the embeddings (trunk depth 0) + all {trunk.config.num_hidden_layers} "
+                             f"layers in its head, got trunk depths {trunk.depths} and {head.num_layers} head layers")
+        self.trunk, self.head = trunk, head
+
+    @classmethod
+    def from_backbone(cls, config: BertConfig, state: dict[str, torch.Tensor], num_labels: int,
+                      task_type: str = CLASSIFICATION, seed: int = 0) -> "FullModel":
+        """The pre-trained encoder with a fresh output layer (seeded)."""
+        trunk = Trunk.from_state_dict(config, state, (0,))
+        head = Head.from_backbone_layers(config, state, 0, config.num_hidden_layers, num_labels, task_type, seed=seed)
+        return cls(trunk, head)
+
+    @property
+    def num_layers(self) -> int:
+        return self.head.num_layers
+
+    def forward(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        (hidden,) = self.trunk(input_ids, attention_mask, token_type_ids)
+        return self.head(hidden, attention_mask)
+
+    def serving_outputs(self, input_ids, attention_mask, token_type_ids) -> tuple[torch.Tensor, ...]:
+        """As served (packed layers, folded [CLS] attention, like the merged graphs): (logits, probabilities) or (score,)."""
+        (hidden,) = self.trunk(input_ids, attention_mask, token_type_ids, packed=True)
+        return self.head.serving_outputs(hidden, attention_mask)
+
+
+class FullGraph(nn.Module):
+    """``FullModel.serving_outputs`` as ``forward``, for ONNX export."""
+
+    def __init__(self, model: FullModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model.serving_outputs(input_ids, attention_mask, token_type_ids)
 
 
 class HeadGraph(nn.Module):

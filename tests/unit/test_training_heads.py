@@ -21,7 +21,9 @@ from trunkserve.training.distill import DistillError, distillation_loss, hidden_
 from trunkserve.training.loop import FitConfig
 from trunkserve.training.metrics import compute_metrics
 from trunkserve.training.options import HeadOptions, PipelineError
-from trunkserve.training.pipeline import TaskSearch, choose, merged_layers, train_heads
+from trunkserve.training.pipeline import train_heads
+from trunkserve.training.results import results_json
+from trunkserve.training.search import TaskSearch, choose, merged_layers
 from trunkserve.training.prepare import prepare
 from trunkserve.training.trials import Trial, candidates, run_seed
 from trunkserve.training.teacher import predict_head, train_teacher
@@ -106,8 +108,8 @@ def test_trunk_frozen_bit_identical_and_student_init(bb, sst2):
     assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())
     assert all(not p.requires_grad for p in trunk.parameters())
     assert all(torch.equal(bb_before[k], v) for k, v in bb.state_dict.items())
-    teacher = res["_teacher"]
-    assert teacher.num_layers == 3 and res["_student"].num_layers == 1
+    teacher = res.trial.teacher
+    assert teacher.num_layers == 3 and res.trial.student.num_layers == 1
     for name in ("pooler.dense.weight", "classifier.weight"):
         assert not torch.equal(teacher.state_dict()[name], bb_before.get(name, torch.zeros(1)))
     student = init_student(teacher, 2)
@@ -322,7 +324,7 @@ def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
     alone = train_heads(["rte", "mrpc"], out=tmp_path / "a/heads", log=lambda *_: None, **kw)
     lines = []
     shared = train_heads(["rte", "mrpc"], out=tmp_path / "b/heads", jobs=2, log=lines.append, **kw)
-    assert _without_times(alone) == _without_times(shared)
+    assert _without_times(results_json(alone)) == _without_times(results_json(shared))
     for task in ("rte", "mrpc"):
         for role in ("heads", "teachers/heads"):
             one, two = (hashlib.sha256((tmp_path / run / role / task / "weights.safetensors").read_bytes()).hexdigest()

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from torch import nn
-
 from trunkserve.artifacts import check_task_name, read_meta
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN, ONNX_OPSET
 from trunkserve.deployment.layout import MULTITASK, VERSION
 from trunkserve.deployment.params import TokenizerParams
-from trunkserve.modules import CLASSIFICATION, REGRESSION, Head, Trunk
+from trunkserve.modules import CLASSIFICATION, REGRESSION, FullGraph, FullModel
 from trunkserve.specs import TOKEN_INPUTS, GraphSpec, head_output_specs, tokenizer_spec, _ids
 
 from . import configs
@@ -70,20 +68,6 @@ class TaskSpec:
         return cls(meta.task, meta.task_type, tuple(meta.labels))
 
 
-class FullModel(nn.Module):
-    """Embeddings + every encoder layer + pooler + task output, as one graph."""
-
-    def __init__(self, trunk: Trunk, head: Head):
-        super().__init__()
-        self.trunk, self.head = trunk, head
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        # Served like the merged graphs (packed layers, folded [CLS] attention), so that the
-        # cost comparison is like for like.
-        (hidden,) = self.trunk(input_ids, attention_mask, token_type_ids, packed=True)
-        return self.head.serving_outputs(hidden, attention_mask)
-
-
 def full_model_spec(spec: TaskSpec) -> GraphSpec:
     return GraphSpec(
         name=full_model_name(spec.task),
@@ -92,16 +76,14 @@ def full_model_spec(spec: TaskSpec) -> GraphSpec:
     )
 
 
-def make_full_model(backbone: Backbone, spec: TaskSpec, seed: int = 0) -> FullModel:
-    cfg = backbone.config
-    trunk = Trunk.from_state_dict(cfg, backbone.state_dict, [0]).freeze()
-    head = Head.from_backbone_layers(
-        cfg, backbone.state_dict, 0, cfg.num_hidden_layers, spec.num_labels, spec.task_type, seed=seed
-    )
-    return FullModel(trunk, head).eval()
+def make_full_model(backbone: Backbone, spec: TaskSpec, seed: int = 0) -> FullGraph:
+    """The full model as served (``trunkserve.modules.FullModel.serving_outputs``), ready to export."""
+    model = FullModel.from_backbone(backbone.config, backbone.state_dict, spec.num_labels, spec.task_type, seed=seed)
+    model.trunk.freeze()
+    return FullGraph(model).eval()
 
 
-def export_full_model(model: FullModel, spec: TaskSpec, path: str | Path, opset: int = ONNX_OPSET) -> GraphSpec:
+def export_full_model(model: FullGraph, spec: TaskSpec, path: str | Path, opset: int = ONNX_OPSET) -> GraphSpec:
     gspec = full_model_spec(spec)
     ex = _example_ids(gspec)
     _export(model, tuple(ex[n] for n in TOKEN_INPUTS), gspec, Path(path), opset)

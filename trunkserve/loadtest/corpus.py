@@ -13,21 +13,16 @@ from pathlib import Path
 from typing import Sequence
 
 from trunkserve.defaults import default_glue_dir
+from trunkserve.glue import GLUE_FOLDERS, GLUE_TASKS
 
 from .errors import CorpusError
 
 Pair = tuple[str, str]
 
-#: GLUE dev sets read by default: (folder, text column, pair column or None).
-#: Columns are header names, or ints for header-less files (CoLA).
-GLUE_DEV = {
-    "SST-2": ("sentence", None),
-    "CoLA": (3, None),
-    "MRPC": ("#1 String", "#2 String"),
-    "STS-B": ("sentence1", "sentence2"),
-    "RTE": ("sentence1", "sentence2"),
-}
-DEFAULT_GLUE_TASKS = tuple(GLUE_DEV)
+#: GLUE dev sets read by default, by folder name (their columns and dev files: ``trunkserve.glue``).
+DEFAULT_GLUE_TASKS = tuple(GLUE_TASKS[t].folder for t in ("sst2", "cola", "mrpc", "stsb", "rte"))
+#: folder -> (text column, pair column or None); columns are header names, or ints for header-less files (CoLA).
+GLUE_DEV = {t.folder: (t.text, t.text_pair) for t in GLUE_FOLDERS.values()}
 
 
 def glue_dir() -> Path:
@@ -63,9 +58,11 @@ def read_glue_dev(folder: str | Path | None = None, tasks: Sequence[str] = DEFAU
     folder = Path(folder) if folder else glue_dir()
     out: list[Pair] = []
     for task in tasks:
-        path = folder / task / "dev.tsv"
-        if task in GLUE_DEV and path.exists():
-            out += _read_tsv(path, *GLUE_DEV[task])
+        spec = GLUE_FOLDERS.get(task)
+        for name in spec.dev_files if spec else ():
+            path = folder / task / name
+            if path.exists():
+                out += _read_tsv(path, *GLUE_DEV[task])
     if not out:
         raise CorpusError(f"no GLUE dev sets under {folder} (set GLUE_DIR or pass a corpus file)")
     return out

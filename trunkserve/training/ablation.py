@@ -1,6 +1,6 @@
 """Does hidden-state distillation help? An ablation on the study's own teachers.
 
-The report (``training.report``) distils students with the logit loss only
+The study (``training.study``) distils students with the logit loss only
 (T^2-scaled soft cross-entropy + hard labels). Here each task's written teacher
 (the best seed's, ``teacher_dir`` in ``glue.json``) is distilled again into a
 student of the same shape, on the same capped data and validation split, once
@@ -32,7 +32,7 @@ from .teacher import predict_head
 
 def _head_options(options: dict, task: str) -> HeadOptions:
     fields = {f.name for f in dataclasses.fields(HeadOptions)}
-    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k in fields and k != "max_train"}
+    kept = {k: v for k, v in options.items() if k in fields and k != "max_train"}  # HeadOptions makes lists tuples
     caps = options.get("max_train")
     kept["max_train"] = caps.get(task) if isinstance(caps, dict) else caps
     kept["progress"] = False
@@ -55,8 +55,8 @@ def ablate_task(bb, task: str, teacher_dir: str | Path, num_layers: int, opts: H
             desc=f"{task} student hidden_weight={w}",
         )
         dev = dev_scores(lambda s: predict_head(student, prep.caches[f"dev:{s}"], k), prep)
-        out["runs"][str(w)] = {"val": fit.best_score, "dev": dev[split]["score"]}
-        log(f"  [{task}] hidden_weight={w}: val {fit.best_score:.2f}, dev {dev[split]['score']:.2f}")
+        out["runs"][str(w)] = {"val": fit.best_score, "dev": dev[split].score}
+        log(f"  [{task}] hidden_weight={w}: val {fit.best_score:.2f}, dev {dev[split].score:.2f}")
     return out
 
 

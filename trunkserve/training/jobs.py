@@ -22,6 +22,7 @@ from trunkserve.backbone import Backbone
 from .parallel import FULL, TRIALS, Job, JobPool, passive_threads_in_this_process
 from .options import HeadOptions
 from .prepare import Prepared, build_caches, cap, load_task, prepare
+from .results import FullResult
 from .trials import Trial, candidates, full_result, search_depths, train_trials, trial_line
 
 
@@ -78,13 +79,13 @@ class TaskJobs:
             out.extend(trials)
         return out
 
-    def full(self, task: str, seed: int) -> dict:
+    def full(self, task: str, seed: int) -> FullResult:
         """The full fine-tuning baseline of ``task`` on ``seed``, wherever it ran."""
         opts = self.task_opts[task]
         if self.pool is None:
             return full_result(self.bb, self.prep(task), opts, seed, self.log)
         result, remote = self.pool.result(Job(FULL, task, seed))
-        self.log(f"  [{task} seed {seed}] full fine-tuning val {result['val']:.2f}" + (" (worker)" if remote else ""))
+        self.log(f"  [{task} seed {seed}] full fine-tuning val {result.val:.2f}" + (" (worker)" if remote else ""))
         return result
 
     def plan_later(self, task: str, trial: Trial) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -40,90 +39,16 @@ from trunkserve.fingerprint import trunk_fingerprint
 from trunkserve.modules import Head, Trunk
 from trunkserve.tokenization import BucketTokenizer
 
-from .data.glue import GLUE_TASKS, default_glue_dir
+from .data.glue import GLUE_TASKS
 from .distill import train_student
 from .jobs import TaskJobs
-from .options import CustomTask, HeadOptions, PipelineError, check_run_options
+from .options import HeadOptions, PipelineError, RunOptions, check_run_options
 from .prepare import Prepared, load_task
-from .trials import Trial, candidates, dev_scores, gate, seed_result
+from .quality import Verdict
+from .results import FullResult, Majority, MkdmResult, Score, SeedResult, TaskResult, as_json, results_json
+from .search import TaskSearch, choose, merged_layers, search_task
+from .trials import ScoredSeed, Trial, candidates, gate, dev_scores, seed_result
 from .teacher import predict_head
-
-
-@dataclass
-class TaskSearch:
-    """A task's data and the candidates trained on its first seed (on every seed with
-    ``search_every_seed``), before the (budgeted) choice."""
-
-    task: str
-    opts: HeadOptions
-    prep: Prepared
-    trials: list[Trial]
-    started: float
-    custom: bool = False
-    later: dict[int, list[Trial]] = field(default_factory=dict)  # seed -> every candidate, with search_every_seed
-
-    def val(self, trial: Trial) -> float:
-        """What the choice ranks ``trial`` by: its student's validation score, averaged over every searched seed.
-
-        A few hundred validation rows make one seed's ranking noisy (on the capped
-        study's 150 RTE rows a second student layer was worth 2, 18 and 2 points on
-        seeds 0, 1, 2); the mean over seeds is steadier.
-        """
-        same = [t.student_val for t in (trial, *(self.on_seed(s, trial) for s in self.later))]
-        return float(np.mean(same))
-
-    def on_seed(self, seed: int, trial: Trial) -> Trial:
-        """The candidate with ``trial``'s (k, n, m) as trained on a later searched ``seed``."""
-        return next(t for t in self.later[seed] if (t.k, t.n, t.m) == (trial.k, trial.n, trial.m))
-
-
-def search_task(jobs: TaskJobs, task: str) -> TaskSearch:
-    """Every candidate of ``task`` on its first seed (every seed with ``search_every_seed``), wherever ``jobs`` runs them."""
-    t0 = time.perf_counter()
-    opts = jobs.task_opts[task]
-    prep = jobs.prep(task)
-    cands = candidates(opts, jobs.bb.config.num_hidden_layers)
-    trials = jobs.trials(task, opts.seeds[0], cands)
-    later = {seed: jobs.trials(task, seed, cands) for seed in opts.seeds[1:]} if opts.search_every_seed else {}
-    return TaskSearch(task, opts, prep, trials, t0, custom=jobs.is_custom(task), later=later)
-
-
-def merged_layers(choice: dict[str, tuple[int, int]]) -> int:
-    """Layers one input passes through in the merged model: the trunk to its deepest branch once, plus every head."""
-    return max(k for k, _ in choice.values()) + sum(m for _, m in choice.values()) if choice else 0
-
-
-def choose(searches: dict[str, TaskSearch], num_layers: int, layer_budget: float | None = None) -> dict[str, Trial]:
-    """Per task the trial to serve: the best student on validation (``TaskSearch.val``), or, with ``layer_budget``
-    (a fraction of one full model per task), the combination with the highest summed
-    validation score whose merged layer cost fits the budget.
-
-    The cost couples the tasks (the trunk runs to the deepest branch any head uses, and
-    every head adds its layers), so the choice is made jointly: a dynamic programme
-    over tasks whose state is (deepest branch, head layers so far).
-    """
-    if layer_budget is None:
-        return {t: max(s.trials, key=s.val) for t, s in searches.items()}
-    limit = layer_budget * num_layers * len(searches)
-    states: dict[tuple[int, int], tuple[float, dict[str, Trial]]] = {(0, 0): (0.0, {})}
-    for task, search in searches.items():
-        nxt: dict[tuple[int, int], tuple[float, dict[str, Trial]]] = {}
-        for (deep, heads), (score, picked) in states.items():
-            for trial in search.trials:
-                key = (max(deep, trial.k), heads + trial.m)
-                if key[0] + key[1] > limit:
-                    continue
-                cand = (score + search.val(trial), {**picked, task: trial})
-                if key not in nxt or cand[0] > nxt[key][0]:
-                    nxt[key] = cand
-        states = nxt
-    if not states:
-        cheapest = {t: min(s.trials, key=lambda x: (x.k, x.m)) for t, s in searches.items()}
-        cost = merged_layers({t: (x.k, x.m) for t, x in cheapest.items()})
-        raise PipelineError(
-            f"no choice of heads fits the layer budget {layer_budget:.0%} ({limit:.1f} layers): the cheapest needs "
-            f"{cost} of {num_layers * len(searches)}")
-    return max(states.values(), key=lambda v: v[0])[1]
 
 
 def head_meta(bb: Backbone, prep: Prepared, head: Head, k: int, opts: HeadOptions, metrics: dict, training: dict) -> HeadMeta:
@@ -144,15 +69,11 @@ def write_head(folder: Path, bb: Backbone, head: Head, meta: HeadMeta) -> Path:
     return save_head(folder, head, meta, canary=make_canary(trunk, head.eval(), meta.branch_layer, tok))
 
 
-def _mean_dev(results: list[dict], role: str, split: str) -> float:
-    return float(np.mean([r[role]["dev"][split]["score"] for r in results]))
-
-
-def seed_results(jobs: TaskJobs, search: TaskSearch, trial: Trial) -> list[dict]:
+def seed_results(jobs: TaskJobs, search: TaskSearch, trial: Trial) -> list[ScoredSeed]:
     """The chosen trial scored on every seed: the search's own on seeds it trained, new training on the others."""
     opts, prep, task = search.opts, search.prep, search.task
 
-    def full(seed: int) -> dict:
+    def full(seed: int) -> FullResult:
         return jobs.full(task, seed)
 
     seeds = [seed_result(jobs.bb, prep, opts, opts.seeds[0], trial, search.trials, jobs.log, full)]
@@ -166,102 +87,99 @@ def seed_results(jobs: TaskJobs, search: TaskSearch, trial: Trial) -> list[dict]
     return seeds
 
 
-def task_summary(search: TaskSearch, trial: Trial, seeds: list[dict], best: dict) -> dict:
+def task_summary(search: TaskSearch, trial: Trial, seeds: list[SeedResult], best: SeedResult) -> TaskResult:
     """What the summary JSON and the report keep of a task: data sizes, the choice, every seed, the dev means."""
     opts, prep, d = search.opts, search.prep, search.prep.data
-    headline_split = next(iter(prep.dev))
-    summary = {
-        "task": search.task, "task_type": d.task_type, "metric": d.metric, "labels": d.labels,
-        "train_rows": len(prep.train), "val_rows": len(prep.val), "dev_rows": {k_: len(v) for k_, v in prep.dev.items()},
-        "truncated_train": prep.train.truncated, "cache_bytes": prep.cache_bytes, "cache_seconds": prep.cache_seconds,
-        "k": trial.k, "n": trial.n, "m": trial.m, "headline_split": headline_split,
-        "seeds": [{kk: vv for kk, vv in r.items() if not kk.startswith("_")} for r in seeds],
-        "task_description": prep.describe(),
-        "best_seed": best["seed"],
-    }
+    r = TaskResult(
+        task=search.task, task_type=d.task_type, metric=d.metric, labels=d.labels, train_rows=len(prep.train),
+        val_rows=len(prep.val), dev_rows={k_: len(v) for k_, v in prep.dev.items()}, truncated_train=prep.train.truncated,
+        cache_bytes=prep.cache_bytes, cache_seconds=prep.cache_seconds, k=trial.k, n=trial.n, m=trial.m,
+        headline_split=next(iter(prep.dev)), seeds=seeds, task_description=prep.describe(), best_seed=best.seed,
+    )
     for role in ("teacher", "student") + (("full",) if opts.full_baseline else ()):
-        summary[f"{role}_dev_mean"] = _mean_dev(seeds, role, headline_split)
-        summary[f"{role}_dev_std"] = float(np.std([r[role]["dev"][headline_split]["score"] for r in seeds]))
-    return summary
+        scores = r.dev_scores(role)
+        setattr(r, f"{role}_dev_mean", float(np.mean(scores)))
+        setattr(r, f"{role}_dev_std", float(np.std(scores)))
+    return r
 
 
-def mkdm_result(search: TaskSearch, trial: Trial, seeds: list[dict], log) -> dict:
+def mkdm_result(search: TaskSearch, trial: Trial, seeds: list[ScoredSeed], log) -> MkdmResult:
     """One student from every seed's teacher (their averaged soft labels), scored on dev: reported only."""
     opts, prep, task, k = search.opts, search.prep, search.task, trial.k
-    teachers = [r["_teacher"] for r in seeds]
+    teachers = [s.trial.teacher for s in seeds]
     mk, mk_fit = train_student(
         teachers, prep.caches["train"], prep.caches["val"], k, prep.data.metric,
         opts.fit_config(opts.seeds[0], epochs=opts.student_epochs), num_layers=trial.m,
         temperature=opts.temperature, refit_steps=opts.refit_steps, refit=opts.refit, desc=f"{task} MKDM student ({len(teachers)} teachers)",
     )
-    result = {"teachers": len(teachers), "val": mk_fit.best_score,
-              "dev": dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep)}
-    log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {result['dev'][next(iter(prep.dev))]['score']:.2f}")
+    result = MkdmResult(len(teachers), mk_fit.best_score, dev_scores(lambda s: predict_head(mk, prep.caches[f"dev:{s}"], k), prep))
+    log(f"  [{task}] MKDM student from {len(teachers)} teachers: dev {result.dev[next(iter(prep.dev))].score:.2f}")
     return result
 
 
-def training_record(search: TaskSearch, trial: Trial, best: dict) -> dict:
+def training_record(search: TaskSearch, trial: Trial, best: ScoredSeed) -> dict:
     """``head.json``'s ``training``: the recipe and the choice that produced the head."""
-    opts, prep = search.opts, search.prep
+    opts, prep, seed = search.opts, search.prep, best.result.seed
     return {
         "teacher_layers": trial.n, "temperature": opts.temperature, "soft_weight": opts.soft_weight,
-        "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": best["seed"],
+        "hard_weight": opts.hard_weight, "hidden_weight": opts.hidden_weight, "seed": seed,
         "seeds": list(opts.seeds), "max_train": opts.max_train, "train_rows": len(prep.train),
         "val_rows": len(prep.val), "max_length": opts.max_length, "search": opts.search, "search_every_seed": opts.search_every_seed,
-        "candidates": best["candidates"], "fit": opts.fit_config(best["seed"]).to_dict(),
+        "candidates": [c.to_json() for c in best.result.candidates], "fit": opts.fit_config(seed).to_dict(),
         "student_epochs": opts.student_epochs or opts.epochs,
         "data": "glue" if search.task in GLUE_TASKS and not search.custom else "custom",
-        "schedule": best["_trial"].schedules,
+        "schedule": best.trial.schedules,
     }
 
 
-def write_heads(jobs: TaskJobs, search: TaskSearch, trial: Trial, best: dict, summary: dict, out: Path,
-                teachers_out: Path | None) -> tuple[Path, object]:
+def write_heads(jobs: TaskJobs, search: TaskSearch, trial: Trial, best: ScoredSeed, summary: TaskResult, out: Path,
+                teachers_out: Path | None) -> tuple[Path, Verdict]:
     """Judge the best seed (``gate``), write what ships to ``out/<task>`` and its teacher to ``teachers_out``."""
     opts, prep, task, k, bb = search.opts, search.prep, search.task, trial.k, jobs.bb
-    verdict = gate(prep, opts, best["_trial"])
+    verdict = gate(prep, opts, best.trial)
     shipped = "teacher" if verdict.decision == "teacher" else "student"
-    majority = {"validation": prep.majority["val"], "dev": {sp: prep.majority[f"dev:{sp}"] for sp in prep.dev}}
-    summary.update(quality=verdict.to_dict(), quality_gate=opts.quality_gate, shipped=shipped, majority=majority)
+    majority = Majority(Score.from_json(prep.majority["val"]),
+                        {sp: Score.from_json(prep.majority[f"dev:{sp}"]) for sp in prep.dev})
+    summary.quality, summary.quality_gate, summary.shipped, summary.majority = verdict, opts.quality_gate, shipped, majority
     training = training_record(search, trial, best)
-    metrics = {"dev": best[shipped]["dev"], "validation_score": best[shipped]["val"], "majority": majority,
-               "quality": verdict.to_dict(), "teacher_dev": best["teacher"]["dev"],
-               "dev_mean_over_seeds": summary[f"{shipped}_dev_mean"]}
-    head = best[f"_{shipped}"]
+    scored, teacher = best.result.role(shipped), best.result.teacher
+    metrics = {"dev": as_json(scored.dev), "validation_score": scored.val, "majority": majority.to_json(),
+               "quality": verdict.to_dict(), "teacher_dev": as_json(teacher.dev), "dev_mean_over_seeds": summary.dev_mean(shipped)}
+    head = getattr(best.trial, shipped)
     head_dir = write_head(out / task, bb, head, head_meta(
         bb, prep, head, k, opts, metrics, {**training, "role": shipped, "student_layers": trial.m}))
-    summary["student_dir"] = str(head_dir)
+    summary.student_dir = str(head_dir)
     if teachers_out is not None:
-        t_metrics = {"dev": best["teacher"]["dev"], "validation_score": best["teacher"]["val"], "majority": majority}
-        summary["teacher_dir"] = str(write_head(teachers_out / task, bb, best["_teacher"], head_meta(
-            bb, prep, best["_teacher"], k, opts, t_metrics, {**training, "role": "teacher"})))
+        t_metrics = {"dev": as_json(teacher.dev), "validation_score": teacher.val, "majority": majority.to_json()}
+        summary.teacher_dir = str(write_head(teachers_out / task, bb, best.trial.teacher, head_meta(
+            bb, prep, best.trial.teacher, k, opts, t_metrics, {**training, "role": "teacher"})))
     return head_dir, verdict
 
 
-def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None) -> dict:
+def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, teachers_out: Path | None) -> TaskResult:
     """Score the chosen trial, train it on the remaining seeds, and write the best seed's head(s)."""
     opts, prep, task = search.opts, search.prep, search.task
-    seeds = seed_results(jobs, search, trial)
-    best = max(seeds, key=lambda r: r["student"]["val"])
-    summary = task_summary(search, trial, seeds, best)
-    if opts.mkdm and len(seeds) > 1:
-        summary["mkdm"] = mkdm_result(search, trial, seeds, jobs.log)
+    scored = seed_results(jobs, search, trial)
+    best = max(scored, key=lambda s: s.result.student.val)
+    summary = task_summary(search, trial, [s.result for s in scored], best.result)
+    if opts.mkdm and len(scored) > 1:
+        summary.mkdm = mkdm_result(search, trial, scored, jobs.log)
     head_dir, verdict = write_heads(jobs, search, trial, best, summary, out, teachers_out)
-    summary["seconds"] = time.perf_counter() - search.started
-    split = summary["headline_split"]
+    summary.seconds = time.perf_counter() - search.started
+    split = summary.headline_split
     jobs.log(f"[{task}] k={trial.k} n={trial.n} m={trial.m}: dev ({split}) teacher "
-             f"{summary['teacher_dev_mean']:.2f}, student {summary['student_dev_mean']:.2f}"
-             + (f", full {summary['full_dev_mean']:.2f}" if opts.full_baseline else "")
+             f"{summary.teacher_dev_mean:.2f}, student {summary.student_dev_mean:.2f}"
+             + (f", full {summary.full_dev_mean:.2f}" if opts.full_baseline else "")
              + f", majority class {prep.majority[f'dev:{split}']['score']:.2f}"
-             + f" (mean of {len(seeds)} seed(s)); {summary['seconds']:.0f}s -> {head_dir}")
+             + f" (mean of {len(scored)} seed(s)); {summary.seconds:.0f}s -> {head_dir}")
     jobs.log(f"[{task}] quality gate: {verdict.message}"
-             + (f" -> {head_dir} holds the {summary['shipped']}" if summary["shipped"] != "student" else ""))
+             + (f" -> {head_dir} holds the {summary.shipped}" if summary.shipped != "student" else ""))
     return summary
 
 
 def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teachers_out: Path | None, glue_dir=None,
                 custom=None, log=print, layer_budget: float | None = None,
-                on_task_done: Callable[[dict], None] | None = None, jobs: int = 1) -> dict[str, dict]:
+                on_task_done: Callable[[dict[str, TaskResult]], None] | None = None, jobs: int = 1) -> dict[str, TaskResult]:
     """Search every task's candidates on its first seed, choose, then finish each task.
 
     Without a budget each task is chosen alone, so it is finished (and its trunk cache
@@ -277,13 +195,13 @@ def train_tasks(bb: Backbone, task_opts: dict[str, HeadOptions], out: Path, teac
         return _train_tasks(runner, out, teachers_out, layer_budget, on_task_done)
 
 
-def _train_tasks(jobs: TaskJobs, out, teachers_out, layer_budget, on_task_done) -> dict[str, dict]:
-    results: dict[str, dict] = {}
+def _train_tasks(jobs: TaskJobs, out, teachers_out, layer_budget, on_task_done) -> dict[str, TaskResult]:
+    results: dict[str, TaskResult] = {}
     num_layers = jobs.bb.config.num_hidden_layers
 
     def finish(task: str, search: TaskSearch, trial: Trial) -> None:
         results[task] = finish_task(jobs, search, trial, out, teachers_out)
-        results[task]["layer_budget"] = layer_budget
+        results[task].layer_budget = layer_budget
         jobs.free(task)
         if on_task_done:
             on_task_done(results)
@@ -325,53 +243,25 @@ def default_teachers_out(out: Path) -> Path:
     return out.parent / "teachers" / out.name
 
 
-def train_heads(
-    tasks: Sequence[str] | str,
-    glue_dir: str | Path | None = None,
-    out: str | Path = "artifacts/heads",
-    max_train: int | dict | None = None,
-    epochs: float = 3.0,
-    teachers_out: str | Path | None = None,
-    backbone: str | Path | None = None,
-    custom: dict | None = None,
-    log: Callable[[str], None] = print,
-    summary_path: str | Path | None = None,
-    layer_budget: float | None = None,
-    jobs: int = 1,
-    **options,
-) -> dict[str, dict]:
+def train_heads(tasks: Sequence[str] | str, log: Callable[[str], None] = print, **options) -> dict[str, TaskResult]:
     """Train teacher + distilled student per task; student head folders go to ``out/<task>/``.
 
-    ``max_train`` may be one cap for all tasks or ``{task: cap}``; any ``HeadOptions``
-    field can be passed as a keyword (``seeds``, ``search``, ``branch_layer``,
-    ``student_layers``, ``search_student_layers``, ``temperature``, ``full_baseline``, ...).
-    ``layer_budget`` (e.g. 0.35) chooses every task's ``(k, m)`` jointly so that the
-    merged model costs at most that fraction of one full model per task. ``jobs`` > 1
-    shares the training between this process and ``jobs - 1`` workers (``train_tasks``). Teachers
-    go to ``teachers_out`` (default ``out/../teachers/<out's name>``). Returns per-task summaries.
+    Keywords: every ``RunOptions`` field (``glue_dir``, ``out``, ``teachers_out``, ``max_train`` as one
+    cap or ``{task: cap}``, ``custom``, ``backbone``, ``layer_budget``, ``jobs``, ``summary_path``) and
+    every ``HeadOptions`` field (``epochs``, ``seeds``, ``search``, ``branch_layer``, ``student_layers``,
+    ``search_student_layers``, ``temperature``, ``full_baseline``, ...), with the defaults declared there
+    (the CLI's flags are generated from the same fields). ``layer_budget`` (e.g. 0.35) chooses every
+    task's ``(k, m)`` jointly so that the merged model costs at most that fraction of one full model per
+    task; ``jobs`` > 1 shares the training with ``jobs - 1`` workers (``train_tasks``). Teachers go to
+    ``teachers_out`` (default ``out/../teachers/<out's name>``). Returns the per-task results.
     """
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    out = Path(out)
-    teachers_out = Path(teachers_out) if teachers_out else default_teachers_out(out)
-    glue_dir = Path(glue_dir) if glue_dir else default_glue_dir()
-    custom = {k: (v if isinstance(v, CustomTask) else CustomTask(**v) if isinstance(v, dict) else CustomTask(v)) for k, v in (custom or {}).items()}
-    check_run_options(tasks, max_train, options)
-    bb = load_backbone(backbone)
-    unknown = set(options) - set(HeadOptions.__dataclass_fields__)
-    if unknown:
-        raise PipelineError(f"unknown options: {sorted(unknown)}")
-    if "seeds" in options:
-        options["seeds"] = tuple(options["seeds"])
-    for key in ("depths", "search_student_layers"):
-        if key in options:
-            options[key] = tuple(options[key])
-    task_opts = {
-        task: HeadOptions(max_train=max_train.get(task) if isinstance(max_train, dict) else max_train, epochs=epochs, **options)
-        for task in tasks
-    }
-    check_data_and_candidates(bb, task_opts, glue_dir, custom)
-    results = train_tasks(bb, task_opts, out, teachers_out, glue_dir, custom, log, layer_budget, jobs=jobs)
-    if summary_path:
-        Path(summary_path).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    run, head = RunOptions.split(tasks, options)
+    check_run_options(run.tasks, run.max_train, head)
+    bb = load_backbone(run.backbone)
+    task_opts = run.task_options(head)
+    check_data_and_candidates(bb, task_opts, run.glue_dir, run.custom)
+    results = train_tasks(bb, task_opts, run.out, run.teachers_out or default_teachers_out(run.out), run.glue_dir, run.custom,
+                          log, run.layer_budget, jobs=run.jobs)
+    if run.summary_path:
+        Path(run.summary_path).write_text(json.dumps(results_json(results), indent=1, default=str) + "\n")
     return results

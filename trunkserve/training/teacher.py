@@ -3,8 +3,9 @@
 Teacher for branch depth ``k`` with ``n`` task layers: encoder layers ``k .. k+n-1``
 copied from the backbone, plus its pooler and a fresh output layer, trained on the
 cached depth-``k`` hidden states (the frozen trunk never runs again). The full
-fine-tuning baseline trains embeddings + all layers from tokens: what serving one
-model per task would give, on the same data, backbone and recipe.
+fine-tuning baseline trains embeddings + all layers from tokens (``trunkserve.modules.FullModel``,
+the model the single-task repository serves): what serving one model per task would give,
+on the same data, backbone and recipe.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from trunkserve.backbone import Backbone
-from trunkserve.modules import REGRESSION, Head, Trunk
+from trunkserve.modules import REGRESSION, FullModel, Head
 
 from .cache import HiddenStateCache
 from .data.encode import Encoded, length_batches, pad_tokens
@@ -89,25 +89,6 @@ def train_teacher(
     return head, train_head_on_cache(head, train, val, branch_layer, metric, cfg, desc=desc)
 
 
-class FullModel(nn.Module):
-    """Embeddings + every encoder layer + pooler + output: one fine-tuned model per task."""
-
-    def __init__(self, bb: Backbone, num_labels: int, task_type: str, seed: int):
-        super().__init__()
-        self.embed = Trunk.from_state_dict(bb.config, bb.state_dict, (0,))
-        self.head = Head.from_backbone_layers(
-            bb.config, bb.state_dict, 0, bb.config.num_hidden_layers, num_labels, task_type, seed=seed
-        )
-
-    @property
-    def num_layers(self) -> int:
-        return self.head.num_layers
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        (hidden,) = self.embed(input_ids, attention_mask, token_type_ids)
-        return self.head(hidden, attention_mask)
-
-
 @torch.no_grad()
 def predict_full(model: FullModel, enc: Encoded, batch_size: int = 128, bf16: bool = False) -> np.ndarray:
     dev = train_device()
@@ -125,7 +106,7 @@ def train_full(
 ) -> tuple[FullModel, FitResult]:
     seed_everything(cfg.seed)
     dev = train_device()
-    model = FullModel(bb, num_labels, task_type, cfg.seed).to(dev)
+    model = FullModel.from_backbone(bb.config, bb.state_dict, num_labels, task_type, cfg.seed).to(dev)
     labels = torch.from_numpy(train.labels).to(dev)
 
     def step(idx):

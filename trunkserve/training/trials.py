@@ -18,6 +18,7 @@ from .distill import train_student
 from .options import HeadOptions, PipelineError
 from .prepare import Prepared
 from .quality import judge
+from .results import Candidate, FullResult, HeadResult, Score, SeedResult
 from .teacher import evaluate_outputs, predict_full, predict_head, train_full, train_teacher
 
 
@@ -62,11 +63,12 @@ def candidates(opts: HeadOptions, num_hidden_layers: int) -> list[tuple[int, int
     return out
 
 
-def dev_scores(outputs_fn: Callable[[str], np.ndarray], prep: Prepared) -> dict[str, dict]:
+def dev_scores(outputs_fn: Callable[[str], np.ndarray], prep: Prepared) -> dict[str, Score]:
+    """Every dev split scored from ``outputs_fn(split)`` (the dev sets are only scored, never chosen on)."""
     out = {}
     for split, enc in prep.dev.items():
         score, metrics = evaluate_outputs(outputs_fn(split), enc, prep.data.metric)
-        out[split] = {"score": score, **metrics}
+        out[split] = Score(score, metrics)
     return out
 
 
@@ -91,9 +93,19 @@ class Trial:
         """``{"score": ..., <metric>: ...}`` on validation for ``role`` ("teacher" or "student")."""
         return {"score": getattr(self, f"{role}_val"), **getattr(self, f"{role}_metrics")}
 
-    def record(self) -> dict:
-        return {"k": self.k, "n": self.n, "m": self.m, "teacher_val": self.teacher_val, "student_val": self.student_val,
-                "teacher_seconds": self.teacher_seconds, "student_seconds": self.student_seconds}
+    def record(self) -> Candidate:
+        return Candidate(self.k, self.n, self.m, self.teacher_val, self.student_val, self.teacher_seconds, self.student_seconds)
+
+    def head_result(self, role: str, dev: dict[str, Score]) -> HeadResult:
+        return HeadResult(getattr(self, f"{role}_val"), dev, getattr(self, f"{role}_seconds"))
+
+
+@dataclass
+class ScoredSeed:
+    """A seed's result and, beside it, the live modules that produced it (never part of the result)."""
+
+    result: SeedResult
+    trial: Trial
 
 
 def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: Sequence[tuple[int, int, int]], log=print) -> list[Trial]:
@@ -126,7 +138,7 @@ def trial_line(task: str, seed: int, t: Trial, majority: float | None = None) ->
             f"student val {t.student_val:.2f}{base}")
 
 
-def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=print) -> dict:
+def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=print) -> FullResult:
     """The full fine-tuning baseline on ``prep``'s split: validation score, seconds, layers, dev scores."""
     d = prep.data
     model, f_fit = train_full(
@@ -134,27 +146,23 @@ def full_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, log=
         opts.fit_config(seed, lr=opts.full_lr), desc=f"{d.name} full fine-tuning s={seed}",
     )
     log(f"  [{d.name} seed {seed}] full fine-tuning val {f_fit.best_score:.2f} (majority class {prep.majority['val']['score']:.2f})")
-    return {"val": f_fit.best_score, "seconds": f_fit.seconds, "layers": model.num_layers,
-            "dev": dev_scores(lambda s: predict_full(model, prep.dev[s]), prep)}
+    return FullResult(f_fit.best_score, f_fit.seconds, model.num_layers, dev_scores(lambda s: predict_full(model, prep.dev[s]), prep))
 
 
 def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, trial: Trial, tried: list[Trial], log=print,
-                full: Callable[[int], dict] | None = None) -> dict:
+                full: Callable[[int], FullResult] | None = None) -> ScoredSeed:
     """Dev scores of the chosen trial (the dev set is only scored here) and the full baseline if asked
     (trained here, or ``full(seed)``'s, e.g. from ``training.jobs.TaskJobs``, which may run it elsewhere)."""
     k = trial.k
-    result = {
-        "seed": seed, "k": k, "n": trial.n, "m": trial.m, "candidates": [t.record() for t in tried],
-        "teacher": {"val": trial.teacher_val, "dev": dev_scores(lambda s: predict_head(trial.teacher, prep.caches[f"dev:{s}"], k), prep),
-                    "seconds": trial.teacher_seconds},
-        "student": {"val": trial.student_val, "dev": dev_scores(lambda s: predict_head(trial.student, prep.caches[f"dev:{s}"], k), prep),
-                    "seconds": trial.student_seconds},
-    }
-    result["_trial"] = trial
+
+    def dev(head: Head) -> dict[str, Score]:
+        return dev_scores(lambda s: predict_head(head, prep.caches[f"dev:{s}"], k), prep)
+
+    result = SeedResult(seed, k, trial.n, trial.m, [t.record() for t in tried],
+                        trial.head_result("teacher", dev(trial.teacher)), trial.head_result("student", dev(trial.student)))
     if opts.full_baseline:
-        result["full"] = full_result(bb, prep, opts, seed, log) if full is None else full(seed)
-    result["_teacher"], result["_student"] = trial.teacher, trial.student
-    return result
+        result.full = full_result(bb, prep, opts, seed, log) if full is None else full(seed)
+    return ScoredSeed(result, trial)
 
 
 def gate(prep: Prepared, opts: HeadOptions, trial: Trial):
@@ -163,7 +171,7 @@ def gate(prep: Prepared, opts: HeadOptions, trial: Trial):
                  prep.data.task_type == "regression", opts.min_ratio, opts.quality_gate)
 
 
-def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int, int]], log=print) -> dict:
+def run_seed(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: list[tuple[int, int, int]], log=print) -> ScoredSeed:
     """Every candidate on one seed; the best student by validation is scored (and the full baseline trained)."""
     trials = train_trials(bb, prep, opts, seed, cands, log)
     return seed_result(bb, prep, opts, seed, max(trials, key=lambda t: t.student_val), trials, log)

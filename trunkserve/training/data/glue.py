@@ -1,4 +1,5 @@
-"""Readers for the eight GLUE tasks in the standard TSV layout (``GLUE_DIR/<Task>/<split>.tsv``).
+"""Readers for the eight GLUE tasks in the standard TSV layout (``GLUE_DIR/<Task>/<split>.tsv``; the task table is
+``trunkserve.glue``).
 
 GLUE files are not proper CSV: text contains unbalanced quotes, so lines are split
 on tabs with no quoting. Columns are found by header name (robust to the extra
@@ -9,44 +10,14 @@ header starts with a UTF-8 BOM (read as ``utf-8-sig``). Rows with too few column
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from trunkserve.defaults import default_glue_dir  # noqa: F401  (re-exported: training reads it from here)
+from trunkserve.glue import GLUE_TASKS, GlueTask
 
 from .types import DataError, Example, TaskData
 
 ENV_GLUE_DIR = "GLUE_DIR"
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    name: str
-    folder: str
-    text: str | int  # header name, or column index when there is no header
-    text_pair: str | int | None
-    label: str | int
-    labels: tuple[str, ...]  # class names in index order, ("score",) for regression
-    raw_labels: tuple[str, ...] | None  # label strings in the file, in index order
-    task_type: str = "classification"
-    header: bool = True
-    dev_splits: tuple[str, ...] = ("dev",)
-
-
-GLUE_TASKS: dict[str, GlueTask] = {
-    "cola": GlueTask("cola", "CoLA", 3, None, 1, ("unacceptable", "acceptable"), ("0", "1"), header=False),
-    "sst2": GlueTask("sst2", "SST-2", "sentence", None, "label", ("negative", "positive"), ("0", "1")),
-    "mrpc": GlueTask("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("not_equivalent", "equivalent"), ("0", "1")),
-    "stsb": GlueTask("stsb", "STS-B", "sentence1", "sentence2", "score", ("score",), None, task_type="regression"),
-    "qqp": GlueTask("qqp", "QQP", "question1", "question2", "is_duplicate", ("not_duplicate", "duplicate"), ("0", "1")),
-    "mnli": GlueTask(
-        "mnli", "MNLI", "sentence1", "sentence2", "gold_label",
-        ("contradiction", "entailment", "neutral"), ("contradiction", "entailment", "neutral"),
-        dev_splits=("dev_matched", "dev_mismatched"),
-    ),
-    "qnli": GlueTask("qnli", "QNLI", "question", "sentence", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
-    "rte": GlueTask("rte", "RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
-}
 
 
 def glue_file(glue_dir: str | Path | None, task: str, split: str) -> Path:
