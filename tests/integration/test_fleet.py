@@ -141,3 +141,13 @@ def test_every_metric_the_dashboard_plots_is_exported_by_the_fleet(fleet):
     exported += urlopen(f"http://localhost:{fleet.stats_port}/metrics", timeout=5).read().decode()
     assert names and not {n for n in names if not re.search(rf"^{n}[{{ ]", exported, re.M)}, names
     assert any('{model="head_sst2"' in line for line in exported.splitlines() if line.startswith("nv_inference_request_success"))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_locust_drives_the_fleet_through_the_balancer(fleet, tmp_path, protocol):
+    from trunkserve.loadtest.run import LoadSpec, run_locust
+
+    run = run_locust(LoadSpec(users=4, duration_s=5, protocol=protocol, ensemble="multitask"),
+                     fleet.http_url, fleet.grpc_url, tmp_path)
+    assert len(run.records) > 10, run.log[-2000:]
+    assert all(r.ok for r in run.records), [r.error for r in run.records if not r.ok][:3]
