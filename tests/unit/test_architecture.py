@@ -11,11 +11,13 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("trunkserve",)
@@ -30,6 +32,26 @@ def test_import_contracts_are_kept():
     p = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "0 broken" in p.stdout
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("trunkserve/client/api.py", "import torch", "The client stands alone"),
+    ("trunkserve/bert.py", "from trunkserve.training import cli", "The core modules"),
+    ("trunkserve/export/configs.py", "from trunkserve.export import hotswap", "export: CLI > operations"),
+    ("trunkserve/training/loop.py", "from trunkserve.export import repository", "Parts depend one way"),
+])
+def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, contract):
+    """The contracts are not vacuous: one planted import in a copy of the package fails the named one."""
+    shutil.copytree(ROOT / "trunkserve", tmp_path / "trunkserve", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # planted by the test\n")
+    lint = Path(sys.executable).parent / "lint-imports"
+    p = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "broken" in p.stdout, p.stdout[-3000:]
+    broken = p.stdout[p.stdout.index("Broken contracts"):]
+    assert contract in broken, broken[:2000]
 
 
 def _module_name(path: Path) -> str:
