@@ -21,7 +21,7 @@ PARTS = {
     "client": "trunkserve.client",
     "fleet": "trunkserve.fleet",
 }
-LOADTEST = ("run", "compare", "breakdown", "report", "int8")
+LOADTEST = ("run", "compare", "breakdown", "report", "int8", "latency")
 
 
 def usage() -> str:

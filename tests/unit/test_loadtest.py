@@ -235,3 +235,12 @@ def test_report_quotes_the_median_of_the_ratio_pairs(tmp_path):
     text = write_report(result, tmp_path).read_text()
     assert "**median 0.80x** (range 0.70 to 0.90)" in text
     assert "280.0 / 400.0 = 0.70" in text
+
+
+def test_capacity_is_the_highest_rate_under_the_bound_without_failures():
+    from trunkserve.loadtest.latency import Latency, capacity
+
+    points = [Latency(100, 10, 40, 0, 20), Latency(100, 12, 90, 0, 40), Latency(100, 30, 95, 2, 60),
+              Latency(100, 80, 300, 0, 80)]
+    assert capacity(points, 100) == 40  # 60/s stayed under the bound but lost requests
+    assert capacity(points, 30) is None
