@@ -24,6 +24,22 @@ PAIRS = ["", "grim and hopeless", "", "it is a dull movie ."]
 
 
 @pytest.fixture(scope="module")
+def windowed(head_dirs, tmp_path_factory):
+    """A build with 20 ms batching windows at the trunk and heads: requests sent together then meet in one
+    execution. The default build has no window (a lone request must not wait), so whether two requests
+    share an execution there depends on timing; the batching behaviour itself is tested here."""
+    from conftest import DEPTHS
+    from trunkserve.deployment.params import ServingOptions
+    from trunkserve.export.repository import build_repository
+
+    root = tmp_path_factory.mktemp("windowed")
+    opts = ServingOptions(max_queue_delay_us=20000, preferred_batch_sizes=(32, 64), head_queue_delay_us=20000)
+    built = build_repository(list(head_dirs.values()), out=root / "repo", depths=list(DEPTHS), options=opts)
+    with TritonProcess(built.repo, root / "log.txt", ["--model-control-mode=explicit", "--load-model=*"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
 def client(server):
     c = httpclient.InferenceServerClient(server.http_url)
     yield c
@@ -84,7 +100,7 @@ def _one_text_per_bucket(tokenizer) -> list[str]:
     return texts
 
 
-def test_requests_of_different_lengths_share_a_batch(server, client, trunk, tokenizer, head_dirs):
+def test_requests_of_different_lengths_share_a_batch(windowed, trunk, tokenizer, head_dirs):
     """Requests of different length buckets are batched together (ragged batching), answers unchanged.
 
     Every request in a round has its own padded length, so an execution that serves two
@@ -93,6 +109,7 @@ def test_requests_of_different_lengths_share_a_batch(server, client, trunk, toke
     batch depends on timing, so a few rounds are tried (the CI machine once gave only
     pairs); a single merged round proves the point.
     """
+    server, client = windowed, httpclient.InferenceServerClient(windowed.http_url)
     texts = _one_text_per_bucket(tokenizer)
     assert len(texts) >= 3, texts
     out = [httpclient.InferRequestedOutput("logits")]
@@ -150,13 +167,14 @@ def test_without_precompiled_shim_the_trunk_would_reload(built_repo, tmp_path):
         assert load_count(srv.log_text(), "trunk") == 2
 
 
-def test_a_bad_request_fails_alone_not_the_requests_batched_with_it(server, client):
+def test_a_bad_request_fails_alone_not_the_requests_batched_with_it(windowed):
     """Out-of-range token ids sent straight to the trunk, in the same execution as good requests.
 
     The dynamic batcher mixes clients; before ``run_isolated`` one bad request failed every
     request of its execution. Whether they share an execution depends on timing, so rounds
     are tried until one does (Triton's execution count says so).
     """
+    server, client = windowed, httpclient.InferenceServerClient(windowed.http_url)
     def trunk_inputs(ids):
         arrays = {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
                   "token_type_ids": np.zeros((1, len(ids)), dtype=np.int64)}

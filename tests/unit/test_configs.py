@@ -304,4 +304,4 @@ def test_a_built_repository_reads_back_as_written(repo_per_backend, head_dirs):
         head = dep.head(meta.task)
         assert (head.entry.task_type, head.entry.num_labels, head.entry.branch_layer) == (meta.task_type, meta.num_labels, meta.branch_layer)
         assert head.entry.trunk_fingerprint == meta.trunk_fingerprint and head.labels == meta.labels and head.versions == [1]
-        assert dep.in_multitask(meta.task)
+        assert f"head_{meta.task}" in dep.routes

@@ -288,7 +288,7 @@ def test_every_export_option_has_help_and_shows_its_default():
                 assert "default" in formatter._expand_help(action), f"{what}: the help does not show the default"
         command.format_help()  # renders (a stray '%' in a help text would raise here)
     build = " ".join(sub.choices["build"].format_help().split())
-    for shown in ("(default: 64)", "(default: 32,64)", "(default: artifacts/heads)", "(default: off)", "(default: python-onnxruntime)"):
+    for shown in ("(default: 64)", "(default: 16,32,64,128)", "(default: artifacts/heads)", "(default: off)", "(default: python-onnxruntime)"):
         assert shown in build
     assert "(default: 120.0)" in " ".join(sub.choices["add-head"].format_help().split())
 
