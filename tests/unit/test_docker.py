@@ -128,6 +128,36 @@ def test_compose_parses_and_points_at_files():
     assert (ROOT / locust_cmd[locust_cmd.index("-f") + 1]).exists()
 
 
+def test_compose_runs_a_fleet_behind_the_balancer_with_prometheus():
+    """Replicas share one model volume at the image's repository path; Locust and clients go through HAProxy."""
+    import re
+    import shutil
+    import subprocess
+
+    from trunkserve.fleet.local import compose_haproxy_config
+
+    compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+    s = compose["services"]
+    baked = re.search(r"TRUNKSERVE_REPO=(\S+)", (DOCKER / "Dockerfile").read_text()).group(1)
+    assert s["triton"]["deploy"]["replicas"] >= 2 and "ports" not in s["triton"]  # only the balancer publishes
+    assert s["triton"]["volumes"] == [f"models:{baked}"] and f"models:{baked}" in s["admin"]["volumes"]
+    assert "models" in compose["volumes"]
+    assert "--load-model=*" in s["triton"]["command"] and "--model-control-mode=explicit" in s["triton"]["command"]
+    locust = s["locust"]["command"]
+    assert locust[locust.index("--host") + 1] == "http://haproxy:8000" and locust[locust.index("--grpc-host") + 1] == "haproxy:8001"
+    for svc in ("haproxy", "prometheus"):
+        for mount in s[svc]["volumes"]:
+            assert (DOCKER / mount.split(":")[0]).exists(), mount
+    committed = (DOCKER / "haproxy.cfg").read_text()
+    assert committed.split("\n", 2)[2] == compose_haproxy_config(), "regenerate docker/haproxy.cfg (see its header)"
+    if shutil.which("haproxy"):
+        p = subprocess.run(["haproxy", "-c", "-f", str(DOCKER / "haproxy.cfg")], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    if shutil.which("promtool"):
+        p = subprocess.run(["promtool", "check", "config", str(DOCKER / "prometheus.yml")], capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_serving_pins_agree_with_requirements():
     def pins(path):
         out = {}

@@ -60,15 +60,37 @@ def _wait(check, what: str, timeout_s: float, proc: subprocess.Popen | None = No
     raise FleetError(f"{what} not ready after {timeout_s:.0f}s")
 
 
-def haproxy_config(replicas: Sequence[TritonProcess], http_port: int, grpc_port: int, stats_port: int,
-                   bind: str = "127.0.0.1", template: Path = HAPROXY_TEMPLATE) -> str:
-    """The balancer's configuration for these replicas (HTTP and gRPC, readiness checks on each HTTP port)."""
-    http = [f"    server r{i} 127.0.0.1:{r.http_port} check" for i, r in enumerate(replicas)]
-    grpc = [f"    server r{i} 127.0.0.1:{r.grpc_port} proto h2 check port {r.http_port} check-proto h1"
-            for i, r in enumerate(replicas)]
+def render_haproxy(http_servers: Sequence[str], grpc_servers: Sequence[str], http_port: int, grpc_port: int,
+                   stats_port: int, bind: str = "127.0.0.1", resolvers: str = "", template: Path = HAPROXY_TEMPLATE) -> str:
     return Template(template.read_text()).substitute(
-        bind=bind, http_port=http_port, grpc_port=grpc_port, stats_port=stats_port,
-        http_servers="\n".join(http), grpc_servers="\n".join(grpc))
+        bind=bind, http_port=http_port, grpc_port=grpc_port, stats_port=stats_port, resolvers=resolvers,
+        http_servers="\n".join(f"    {s}" for s in http_servers), grpc_servers="\n".join(f"    {s}" for s in grpc_servers))
+
+
+def haproxy_config(replicas: Sequence[TritonProcess], http_port: int, grpc_port: int, stats_port: int,
+                   bind: str = "127.0.0.1") -> str:
+    """The balancer's configuration for these replicas (HTTP and gRPC, readiness checks on each HTTP port)."""
+    http = [f"server r{i} 127.0.0.1:{r.http_port} check" for i, r in enumerate(replicas)]
+    grpc = [f"server r{i} 127.0.0.1:{r.grpc_port} proto h2 check port {r.http_port} check-proto h1"
+            for i, r in enumerate(replicas)]
+    return render_haproxy(http, grpc, http_port, grpc_port, stats_port, bind)
+
+
+#: Docker's embedded DNS answers a service name with every replica's address (docker/docker-compose.yml).
+COMPOSE_RESOLVERS = """
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    accepted_payload_size 8192
+    hold valid 5s
+"""
+
+
+def compose_haproxy_config(service: str = "triton", replicas: int = 3) -> str:
+    """docker/haproxy.cfg: the same balancer, its servers found by DNS (``server-template``) as replicas come and go."""
+    dns = "resolvers docker init-addr none"
+    http = [f"server-template {service} {replicas} {service}:8000 check {dns}"]
+    grpc = [f"server-template {service} {replicas} {service}:8001 proto h2 check port 8000 check-proto h1 {dns}"]
+    return render_haproxy(http, grpc, 8000, 8001, 8404, bind="", resolvers=COMPOSE_RESOLVERS)
 
 
 @dataclass
