@@ -35,6 +35,7 @@ from typing import Sequence
 
 from trunkserve.export.cli import add_serving_options, serving_options
 from trunkserve.export.configs import ServingOptions
+from trunkserve.backbone import load_backbone
 from trunkserve.defaults import DEFAULT_DEPTHS
 
 from .corpus import load_corpus
@@ -197,6 +198,12 @@ def load_snapshot() -> dict:
     return {"loadavg": os.getloadavg(), "cpus": os.cpu_count(), "other_busy_processes": hot}
 
 
+def backbone_facts() -> dict:
+    """Which BERT the deployments were built from, for the report's labels (the packaged one unless given)."""
+    b = load_backbone()
+    return {"name": b.name, "layers": b.config.num_hidden_layers, "hidden_size": b.config.hidden_size}
+
+
 def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_path: Path, log=print) -> dict:
     """Measure every (N, deployment); raw runs go under ``work/runs``, the result to ``json_path``."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +213,7 @@ def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_pa
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
         "command": "python -m trunkserve.loadtest.compare " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "machine_before": load_snapshot(),
+        "backbone": backbone_facts(),
         "runs": [],
         "inprocess": {},
     }

@@ -36,7 +36,7 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
     png = out / f"{name}.png"
     throughput_vs_tasks(
         {d: (ns, [_best(runs.get((d, n))) for n in ns]) for d in (MERGED, SINGLE)},
-        png, f"multitask inputs/s with p99 < {cfg['p99_bound_ms']:g} ms (2-core CPU)",
+        png, f"multitask inputs/s with p99 < {cfg['p99_bound_ms']:g} ms ({machine_label(result)})",
     )
     lines = [*_header(result, name), *_main_table(result, runs), *_server_overhead(result, runs),
              *_sweep(result, runs, ns, png.name), *_every_step(result)]
@@ -45,6 +45,19 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
     notes = existing[existing.index(NOTES_MARKER):] if NOTES_MARKER in existing else f"{NOTES_MARKER}\n"
     path.write_text("\n".join(lines) + "\n\n" + notes)
     return path
+
+
+def machine_label(result: dict) -> str:
+    """``2-core CPU`` from the recorded machine; results recorded without it say so rather than guess."""
+    cpus = result.get("machine_before", {}).get("cpus")
+    return f"{cpus}-core CPU" if cpus else "unknown machine"
+
+
+def backbone_label(result: dict) -> str:
+    b = result.get("backbone")
+    if not b:
+        return "one full model (backbone not recorded)"
+    return f"full {b['layers']}-layer {b['name']} (hidden {b['hidden_size']})"
 
 
 def _header(result: dict, name: str) -> list[str]:
@@ -64,7 +77,7 @@ def _header(result: dict, name: str) -> list[str]:
         f"{cfg['batch_size']} input(s) per request to the `multitask` ensemble (every input answered by all N tasks), "
         "texts from the GLUE dev sets (SST-2, CoLA, MRPC, STS-B, RTE; pairs as pairs). "
         f"**Throughput = the best step with p99 < {bound:g} ms and no failed request.** "
-        f"Merged trunk depth {cfg['depths']} + one-layer heads; single-task = full 6-layer MiniLM-L6-H384 per task "
+        f"Merged trunk depth {cfg['depths']} + one-layer heads; single-task = {backbone_label(result)} per task "
         "(shared tokenizer, one tokenization per input: the favourable case for the baseline).",
         "",
         f"Serving options: `{json.dumps(result['options'])}`",
