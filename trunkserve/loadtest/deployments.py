@@ -13,18 +13,16 @@ from typing import Sequence
 from trunkserve.export.baseline import TaskSpec, build_baseline_repository
 from trunkserve.export.configs import ServingOptions
 from trunkserve.export.repository import build_repository
+from trunkserve import glue
 from trunkserve.defaults import DEFAULT_DEPTHS
 
 MERGED, SINGLE = "merged", "single-task"
 DEPLOYMENTS = (MERGED, SINGLE)
 
-#: The first five tasks are GLUE's (types as in GLUE); more are synthetic binary classifiers.
-GLUE_TASKS = (
-    TaskSpec("sst2", "classification", ("negative", "positive")),
-    TaskSpec("mrpc", "classification", ("not_equivalent", "equivalent")),
-    TaskSpec("stsb", "regression"),
-    TaskSpec("cola", "classification", ("unacceptable", "acceptable")),
-    TaskSpec("rte", "classification", ("entailment", "not_entailment")),
+#: The first five tasks are GLUE's (types and labels from ``trunkserve.glue``); more are synthetic binary classifiers.
+GLUE_TASKS = tuple(
+    TaskSpec(name, glue.GLUE_TASKS[name].task_type, glue.GLUE_TASKS[name].labels)
+    for name in ("sst2", "mrpc", "stsb", "cola", "rte")
 )
 
 
