@@ -208,6 +208,7 @@ def test_ceilings_price_steps_at_their_in_process_cost():
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_ratio_pairs_measure_the_server_and_in_process_in_turn(built_repo, tmp_path):
     from trunkserve.loadtest.compare import BenchConfig, ratio_pairs
 

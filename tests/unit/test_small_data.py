@@ -139,6 +139,7 @@ def test_a_300_row_intent_task_ships_a_working_student(intent_head):
     assert summary["quality"]["passed"] and summary["shipped"] == "student"
 
 
+@pytest.mark.slow
 def test_a_failed_student_trips_the_gate(intent, tmp_path):
     """Zero student steps (the copied classifier, untouched) is at chance: the teacher ships, or, when
     asked to refuse, the head is written marked failed and the command exits 3. Sibling runs keep
@@ -165,6 +166,7 @@ def test_a_failed_student_trips_the_gate(intent, tmp_path):
 
 
 @needs_glue
+@pytest.mark.slow
 def test_sst2_capped_to_300_rows_is_clearly_above_chance(tmp_path):
     from trunkserve.training.pipeline import train_heads
 
@@ -233,6 +235,7 @@ def test_custom_csv_to_a_served_task_and_back(intent_head, live, tmp_path):
 
 
 @pytest.mark.server
+@pytest.mark.slow
 def test_a_failed_head_is_refused_at_hot_add_unless_forced(intent, live, tmp_path):
     train, dev = intent
     p = run("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}", "--student-epochs", "0",

@@ -314,6 +314,7 @@ def _without_times(x):
 
 
 @needs_glue
+@pytest.mark.slow
 def test_training_jobs_in_worker_processes_give_the_same_results(bb, tmp_path):
     """``jobs=2`` shares the search (one job per branch depth), the later seeds and the baselines with a
     worker; every score and the written heads' bytes stay those of the sequential run."""
@@ -377,6 +378,7 @@ def test_a_failed_job_names_its_task_and_seed(bb):
 
 
 @needs_glue
+@pytest.mark.slow
 def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
     """The worker takes the largest job; the asker runs what no worker has taken, and, while the
     job it asked for runs in the worker, the smallest pending one."""
@@ -395,6 +397,7 @@ def test_the_asking_process_runs_untaken_jobs_and_works_while_it_waits(bb):
 
 
 @needs_glue
+@pytest.mark.slow
 def test_cli_jobs_restarts_with_sleeping_threads(tmp_path):
     """``python -m trunkserve.training ... --jobs 2`` runs with OMP_WAIT_POLICY=PASSIVE (it restarts itself to set it)."""
     import os
