@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -155,3 +156,52 @@ def bad_heads(tmp_path_factory, new_heads, built_repo, backbone):
     (canary / "canary.json").write_text(json.dumps(c))
     bad["canary_mismatch"] = (canary, "offline canary on the deployed trunk failed")
     return bad
+
+
+def run_python(*args, timeout=600) -> subprocess.CompletedProcess:
+    """``python <args>`` in a child process with this interpreter (the CLIs as a user runs them)."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def intent(tmp_path_factory):
+    from trunkserve.examples.intent_data import write_intent_task
+
+    return write_intent_task(tmp_path_factory.mktemp("intent_data"))
+
+
+@pytest.fixture(scope="session")
+def intent_head(intent, tmp_path_factory):
+    """``train-heads`` on the intent CSVs with every default, as the README's walkthrough runs it."""
+    runs = tmp_path_factory.mktemp("runs")
+    train, dev = intent
+    p = run_python("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
+            "--out", str(runs / "heads"), "--summary", str(runs / "summary.json"), "--no-progress")
+    assert p.returncode == 0, p.stderr[-3000:]
+    return runs / "heads" / "intent", p.stdout, json.loads((runs / "summary.json").read_text())["intent"]
+
+
+def _baseline_tasks():
+    from trunkserve.export.baseline import TaskSpec
+
+    return [TaskSpec("sst2", "classification", ("negative", "positive")), TaskSpec("stsb", "regression")]
+
+
+BASELINE_TASKS = _baseline_tasks()
+
+
+@pytest.fixture(scope="session")
+def baseline_repo(tmp_path_factory, backbone):
+    from trunkserve.export.baseline import build_baseline_repository
+
+    out = tmp_path_factory.mktemp("baseline") / "repo"
+    return build_baseline_repository(BASELINE_TASKS, out=out, backbone=backbone)
+
+
+@pytest.fixture(scope="session")
+def sharp_heads(tmp_path_factory, backbone, trunk):
+    """Two versions of a head with large logits, like a trained head's: int8 moves them well past the canary's 1e-3."""
+    from trunkserve.synthetic import make_untrained_head
+
+    root = tmp_path_factory.mktemp("sharp_heads")
+    return [make_untrained_head(backbone, root / f"v{i}", "sharp", seed=20 + i, trunk=trunk, logit_scale=300.0) for i in (1, 2)]

@@ -7,18 +7,11 @@ import onnx
 import pytest
 import torch
 
+from conftest import BASELINE_TASKS as TASKS
 from trunkserve.export import configs
-from trunkserve.export.baseline import TaskSpec, build_baseline_repository, full_model_name, make_full_model
+from trunkserve.export.baseline import build_baseline_repository, full_model_name, make_full_model
 from trunkserve.export.errors import RepositoryError
 from trunkserve.bert import BertConfig  # noqa: F401  (import check: full model built from the same blocks)
-
-TASKS = [TaskSpec("sst2", "classification", ("negative", "positive")), TaskSpec("stsb", "regression")]
-
-
-@pytest.fixture(scope="module")
-def baseline_repo(tmp_path_factory, backbone):
-    out = tmp_path_factory.mktemp("baseline") / "repo"
-    return build_baseline_repository(TASKS, out=out, backbone=backbone)
 
 
 def test_every_config_parses_and_names_match(baseline_repo):
@@ -57,19 +50,3 @@ def test_duplicate_tasks_refused(tmp_path, backbone):
         build_baseline_repository([TASKS[0], TASKS[0]], out=tmp_path / "r", backbone=backbone)
 
 
-@pytest.mark.server
-def test_baseline_serves_one_request(baseline_repo, tmp_path):
-    import tritonclient.http as httpclient
-
-    from trunkserve.loadtest.validation import ExpectedOutputs, check_response
-    from tests.servertools import text_inputs
-    from trunkserve.server import TritonProcess
-
-    with TritonProcess(baseline_repo.repo, tmp_path / "triton.log") as server:
-        client = httpclient.InferenceServerClient(server.http_url)
-        for model in ("multitask", "sst2", "stsb"):
-            expected = ExpectedOutputs.from_metadata(client.get_model_metadata(model))
-            result = client.infer(model, text_inputs(["a fine film", "two"], ["", "pair text"]),
-                                  outputs=[httpclient.InferRequestedOutput(n) for n in expected.names])
-            check_response({n: result.as_numpy(n) for n in expected.names}, expected, 2)
-        client.close()

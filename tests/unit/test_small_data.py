@@ -7,10 +7,6 @@ templates, 60 dev rows whose slot values never occur in training).
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from trunkserve.examples.intent_data import write_intent_task
+from conftest import run_python
 from trunkserve.training.loop import FitConfig, fit, schedule_steps
 from trunkserve.training.metrics import compute_metrics, majority_outputs
 from trunkserve.training.quality import QualityError, judge
@@ -28,8 +24,7 @@ GLUE = Path(__file__).resolve().parents[3] / "shared" / "glue"
 needs_glue = pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason="GLUE data not present")
 
 
-def run(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+run = run_python  # conftest's: ``python -m ...`` in a child process
 
 
 # ---------------------------------------------------------------------------------- units
@@ -106,22 +101,6 @@ def test_the_gate_passes_good_students_and_falls_back_refuses_or_warns_otherwise
 # ---------------------------------------------------------------------------------- training
 
 
-@pytest.fixture(scope="module")
-def intent(tmp_path_factory):
-    return write_intent_task(tmp_path_factory.mktemp("intent_data"))
-
-
-@pytest.fixture(scope="module")
-def intent_head(intent, tmp_path_factory):
-    """``train-heads`` on the intent CSVs with every default, as the README's walkthrough runs it."""
-    runs = tmp_path_factory.mktemp("runs")
-    train, dev = intent
-    p = run("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}",
-            "--out", str(runs / "heads"), "--summary", str(runs / "summary.json"), "--no-progress")
-    assert p.returncode == 0, p.stderr[-3000:]
-    return runs / "heads" / "intent", p.stdout, json.loads((runs / "summary.json").read_text())["intent"]
-
-
 def test_a_300_row_intent_task_ships_a_working_student(intent_head):
     folder, log, summary = intent_head
     meta = read_meta(folder)
@@ -194,61 +173,6 @@ def test_names_and_files_are_checked_before_any_training(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- the user's path, served
-
-
-@pytest.fixture(scope="module")
-def live(built_repo, tmp_path_factory):
-    from trunkserve.server import TritonProcess
-
-    root = tmp_path_factory.mktemp("small_data_server")
-    repo = root / "model_repository"
-    shutil.copytree(built_repo.repo, repo)
-    proc = TritonProcess(repo, root / "tritonserver.log", extra_args=["--model-control-mode=explicit", "--load-model=*"])
-    proc.start()
-    yield proc, repo
-    assert proc.stop() == 0, proc.log_tail()
-
-
-@pytest.mark.server
-def test_custom_csv_to_a_served_task_and_back(intent_head, live, tmp_path):
-    """CSV -> train-heads -> add-head on a running server -> client infer on new utterances -> remove-head."""
-    folder, _, _ = intent_head
-    proc, repo = live
-    url = ["--repo", str(repo), "--url", proc.http_url]
-    added = run("-m", "trunkserve.export", "add-head", str(folder), *url)
-    assert added.returncode == 0, added.stderr[-3000:]
-    assert "head intent: validation" in added.stdout and "majority class" in added.stdout
-    assert "quality gate: passed" in added.stdout
-    utterances = {"wake me up at quarter to eight on sunday": "set_alarm",
-                  "will it rain in oslo this weekend": "weather",
-                  "put on some reggae": "play_music",
-                  "i want to hear purple rain by prince": "play_music",
-                  "set an alarm for 9": "set_alarm"}
-    got = run("-m", "trunkserve.client", "infer", "--task", "intent", "--url", proc.http_url, *utterances)
-    assert got.returncode == 0, got.stderr
-    answers = [json.loads(line)["label"] for line in got.stdout.splitlines()]
-    assert answers == list(utterances.values()), answers
-    removed = run("-m", "trunkserve.export", "remove-head", "intent", *url)
-    assert removed.returncode == 0, removed.stderr[-3000:]
-    gone = run("-m", "trunkserve.client", "infer", "--task", "intent", "--url", proc.http_url, "set an alarm for 9")
-    assert gone.returncode == 4 and "intent" in gone.stderr
-
-
-@pytest.mark.server
-@pytest.mark.slow
-def test_a_failed_head_is_refused_at_hot_add_unless_forced(intent, live, tmp_path):
-    train, dev = intent
-    p = run("-m", "trunkserve.training", "train-heads", "--tasks", "intent", "--custom", f"intent={train},{dev}", "--student-epochs", "0",
-            "--quality-gate", "warn", "--no-progress", "--out", str(tmp_path / "heads"))
-    assert p.returncode == 0 and "shipping the student anyway" in p.stdout, p.stdout[-2000:]
-    proc, repo = live
-    url = ["--repo", str(repo), "--url", proc.http_url]
-    refused = run("-m", "trunkserve.export", "add-head", str(tmp_path / "heads/intent"), *url)
-    assert refused.returncode != 0 and "--force" in refused.stderr, (refused.stdout, refused.stderr)
-    assert not (repo / "head_intent").exists()
-    forced = run("-m", "trunkserve.export", "add-head", str(tmp_path / "heads/intent"), *url, "--force")
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    assert run("-m", "trunkserve.export", "remove-head", "intent", *url).returncode == 0
 
 
 def test_every_training_option_has_help_and_shows_its_default():
