@@ -66,7 +66,7 @@ class Replica:
     def row(self, failed: bool) -> dict:
         """This replica's line of the report: what it loaded, canaried, whether it switched, what was undone."""
         undone = [f"{e.action} {e.model}" for e in self.events if e.phase == "undo" and e.ok]
-        errors = [f"{e.action} {e.model}: {e.detail}" for e in self.events if not e.ok]
+        errors = [e.detail for e in self.events if not e.ok]
         changed = any(e.phase == "change" and e.action in ("load", "unload") and e.ok for e in self.events)
         if self.status != "active":
             status = self.status
@@ -106,7 +106,12 @@ class FleetControl:
     # ---------------------------------------------------------------- before anything changes
 
     def check(self) -> None:
-        """Every replica reachable, its key accepted and in explicit mode (``ServerControl.check``), or refuse."""
+        """Every replica reachable, its key accepted and in explicit mode (``ServerControl.check``), or refuse.
+
+        An operation starts here, so the log starts afresh: every replica (one lost before included) is asked again."""
+        self.phase, self.failure = "change", ""
+        for r in self.replicas:
+            r.status, r.events = "active", []
         self._reach(lambda s: s.check())
 
     def reach(self) -> None:
@@ -152,7 +157,7 @@ class FleetControl:
                 if isinstance(exc, ServerUnavailable):
                     r.status = "lost"
                 if phase == "change":
-                    self.rolling_back(f"{action} {model} on {r.url}", exc)
+                    self.rolling_back(f"replica {r.url}", exc)
                     raise type(exc)(f"replica {r.url}: {exc}") from exc
                 if r.status != "lost":
                     failed.append(f"{r.url}: {exc}")
