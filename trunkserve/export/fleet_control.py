@@ -71,7 +71,7 @@ class Replica:
         if self.status != "active":
             status = self.status
         elif failed:
-            status = "rolled back" if changed or undone else "unchanged"
+            status = "rolled back" if changed else "unchanged"  # an undo where nothing had changed is a no-op
         else:
             status = "switched"
         return {"replica": self.url, "status": status, "loaded": self.done("change", "load"),
