@@ -15,6 +15,7 @@ DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 _CONNECTION_WORDS = (
     "connection refused", "unavailable", "failed to connect", "timed out", "timeout",
     "connection reset", "broken pipe", "remote end closed", "name or service",
+    "connection closed",  # geventhttpclient, when a server that went away held our pooled keep-alive connection
 )
 
 

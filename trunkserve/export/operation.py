@@ -80,6 +80,9 @@ class Operation:
         try:
             yield
         except Exception as exc:
+            notify = getattr(self.server, "rolling_back", None)
+            if notify is not None:  # a fleet (``export.fleet_control``) logs what follows as undo, per replica
+                notify(self.step, exc)
             raise rolled_back(exc, self.tx, self.step) from exc
 
     def result(self, version: int | None, canary_diff: float | None = None, notes: Sequence[str] = (),

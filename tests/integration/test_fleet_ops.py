@@ -1,0 +1,241 @@
+"""Fleet-wide hot-add on real tritonservers: three replicas on one copied repository behind a real HAProxy.
+
+The head is validated and the repository written once; every replica loads and canaries it before any
+switches ``multitask``; a replica lost mid-operation rolls every replica and the files back; an unreachable
+replica refuses the operation before anything changes (``--skip-unreachable`` goes on); a replica started
+afterwards loads the repository as it now is; ``list-heads`` counts readiness per replica and flags drift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from repotools import leftovers, multitask_heads, tree_digest
+from servertools import infer, load_count
+from trunkserve.export.admin import ServerControl
+from trunkserve.export.errors import ServerUnavailable
+from trunkserve.export.fleet_control import FleetControl, ReplicasUnreachable
+from trunkserve.export.fleet_ops import list_fleet_heads, report_table
+from trunkserve.export.hotswap import add_head, remove_head, swap_head
+from trunkserve.fleet.local import REPLICA_ARGS, LocalFleet
+from trunkserve.server import free_port
+
+pytestmark = pytest.mark.server
+
+HEADER, KEY = "x-trunkserve-admin-key", "fleet-admin-key"
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS, PAIRS = ["a gripping, beautifully acted film.", "the food was cold."], ["", "it was cold"]
+TRAFFIC = {"sst2": ["probabilities"], "mrpc": ["logits"], "multitask": ["sst2_logits", "stsb_score"]}
+
+
+@pytest.fixture(scope="module")
+def fleet(built_repo, tmp_path_factory):
+    if not shutil.which("haproxy"):
+        pytest.skip("haproxy (Debian package) is installed by .ci/run")
+    root = tmp_path_factory.mktemp("fleet_ops")
+    repo = root / "model_repository"
+    shutil.copytree(built_repo.repo, repo)
+    args = [*REPLICA_ARGS, f"--http-restricted-api=model-repository:{HEADER}={KEY}"]
+    f = LocalFleet(repo, root / "fleet", replicas=3, replica_args=args)
+    f.start()
+    yield f
+    f.stop()
+
+
+def live(fleet):
+    return [s for s in fleet.servers if s.proc is not None and s.proc.poll() is None]
+
+
+def control(fleet, **kw) -> FleetControl:
+    return FleetControl([ServerControl(s.http_url, admin_key=KEY) for s in live(fleet)], **kw)
+
+
+class Load:
+    """Client threads through the balancer asking the deployed tasks; every exception or changed answer counts."""
+
+    def __init__(self, url: str, threads: int = 3):
+        c = httpclient.InferenceServerClient(url)
+        self.baseline = {m: self._ask(c, m) for m in TRAFFIC}
+        self.url, self.ok, self.failures, self.stop = url, 0, [], threading.Event()
+        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    @staticmethod
+    def _ask(c, model):
+        r = infer(c, model, TEXTS, TRAFFIC[model], PAIRS)
+        return {o: r.as_numpy(o) for o in TRAFFIC[model]}
+
+    def _run(self, i: int) -> None:
+        c, models = httpclient.InferenceServerClient(self.url, network_timeout=60), list(TRAFFIC)
+        while not self.stop.is_set():
+            model = models[i % len(models)]
+            i += 1
+            try:
+                got = self._ask(c, model)
+                if all(np.allclose(got[o], self.baseline[model][o], atol=1e-5) for o in got):
+                    self.ok += 1
+                else:
+                    self.failures.append(f"{model}: outputs changed")
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                self.failures.append(f"{model}: {exc}")
+
+    def __enter__(self):
+        for w in self.workers:
+            w.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.5)
+        self.stop.set()
+        for w in self.workers:
+            w.join(timeout=60)
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRUNKSERVE_ADMIN_KEY=KEY)
+    return subprocess.run([sys.executable, "-m", "trunkserve.export", *argv], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def answers(fleet, model, outputs):
+    return [infer(httpclient.InferenceServerClient(s.http_url), model, TEXTS, outputs, PAIRS).as_numpy(outputs[0])
+            for s in live(fleet)]
+
+
+def test_fleet_add_swap_rollback_under_load(fleet, new_heads, capsys):
+    repo, urls = fleet.repository, [a for s in live(fleet) for a in ("--url", s.http_url)]
+    with Load(fleet.http_url) as load:
+        added = cli("add-head", str(new_heads["cola"]), "--repo", str(repo), *urls)
+        during_add = load.ok
+        swapped = swap_head(new_heads["cola_v2"], repo, fc := control(fleet))
+        fc.close()
+        v2 = answers(fleet, "cola", ["logits"])
+        rolled = cli("swap-head", "--rollback", "cola", "--repo", str(repo), *urls, "--json")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert load.failures == [] and during_add > 0 and load.ok > during_add, (load.failures[:3], during_add, load.ok)
+    lines = added.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("localhost:")]
+    assert len(rows) == 3 and all(" switched " in r and "head_cola, cola, multitask" in r for r in rows), added.stdout
+    assert lines[-1] == "fleet: 3 replicas (switched 3)"
+    assert swapped.version == 2 and all(np.allclose(v, v2[0], atol=1e-5) for v in v2)
+    assert rolled.returncode == 0, rolled.stderr
+    report = json.loads(rolled.stdout)
+    assert report["result"]["version"] == 1 and [r["status"] for r in report["replicas"]] == ["switched"] * 3
+    v1 = answers(fleet, "cola", ["logits"])
+    assert all(np.array_equal(v, v1[0]) for v in v1) and not np.allclose(v1[0], v2[0])
+    mt = answers(fleet, "multitask", ["cola_logits"])
+    assert all(np.array_equal(v, v1[0]) for v in mt), "multitask routes to cola on every replica"
+    for s in live(fleet):
+        assert load_count(s.log_text(), "trunk") == 1, s.log_tail()  # the trunk is never reloaded
+    listed = cli("list-heads", "--repo", str(repo), *urls)
+    assert listed.returncode == 0, listed.stderr
+    cola = next(line for line in listed.stdout.splitlines() if line.startswith("cola "))
+    assert "v1 ready 3/3" in cola and "v2" not in cola and cola.rstrip().endswith("-"), listed.stdout
+    with capsys.disabled():
+        print(f"\n[fleet ops] add-head over 3 replicas under load ({load.ok} requests, 0 failed):\n{added.stdout}")
+
+
+class StopsBeforeLoading(ServerControl):
+    """A real replica that is stopped (the real process, SIGINT) just before it is asked to load ``model``."""
+
+    def __init__(self, process, model: str, **kw):
+        super().__init__(process.http_url, **kw)
+        self.process, self.model = process, model
+
+    def load(self, model: str) -> None:
+        if model == self.model and self.process.proc.poll() is None:
+            self.process.stop()
+        super().load(model)
+
+
+def test_a_replica_lost_mid_add_rolls_every_replica_and_the_files_back(fleet, new_heads, capsys):
+    """Two replicas have loaded qnli and switched multitask when the third goes away: all undone."""
+    repo = fleet.repository
+    files, servers, routed = tree_digest(repo), live(fleet), multitask_heads(fleet.repository)
+    before = [ServerControl(s.http_url, admin_key=KEY).states() for s in servers[:2]]
+    last = StopsBeforeLoading(servers[-1], "multitask", admin_key=KEY)
+    fc = FleetControl([*(ServerControl(s.http_url, admin_key=KEY) for s in servers[:-1]), last])
+    with Load(fleet.http_url) as load:
+        with pytest.raises(ServerUnavailable, match=rf"replica {last.url}: load multitask: cannot reach Triton.*"
+                                                    r"rolled back: restore multitask, unload qnli, unload head_qnli"):
+            add_head(new_heads["qnli"], repo, fc)
+    assert load.failures == [], load.failures[:3]
+    assert tree_digest(repo) == files and leftovers(repo) == []
+    assert multitask_heads(repo) == routed and "head_qnli" not in routed
+    after = [ServerControl(s.http_url, admin_key=KEY).states() for s in servers[:2]]
+    assert [{k for k, v in s.items() if v == "READY"} for s in after] == [{k for k, v in s.items() if v == "READY"} for s in before]
+    for s in servers[:2]:
+        with pytest.raises(Exception, match="(?i)qnli"):
+            infer(httpclient.InferenceServerClient(s.http_url), "multitask", TEXTS, ["qnli_logits"], PAIRS)
+    rows = fc.report(ServerUnavailable("lost"))
+    assert [r["status"] for r in rows] == ["rolled back", "rolled back", "lost"]
+    assert rows[0]["loaded"] == ["head_qnli", "qnli", "multitask"] and rows[0]["switched"]
+    assert rows[0]["rolled_back"] == ["load multitask", "unload qnli", "unload head_qnli"]
+    assert rows[2]["loaded"] == ["head_qnli", "qnli"] and rows[2]["rolled_back"] == []
+    with capsys.disabled():
+        print(f"\n[fleet ops] a replica lost mid-add:\n{report_table(fc)}")
+    fc.close()
+
+
+def test_an_unreachable_replica_refuses_then_skip_unreachable_and_a_late_replica_joins(fleet, new_heads, tmp_path):
+    repo, gone = fleet.repository, f"localhost:{free_port()}"
+    files, servers = tree_digest(repo), live(fleet)
+    loads = [(load_count(s.log_text(), "head_qnli"), load_count(s.log_text(), "qnli")) for s in servers]
+    with pytest.raises(ReplicasUnreachable, match=rf"1 of {len(servers) + 1} replicas cannot be reached, so nothing was changed: {gone}"):
+        add_head(new_heads["qnli"], repo, FleetControl([*(ServerControl(s.http_url, admin_key=KEY) for s in servers),
+                                                         ServerControl(gone, admin_key=KEY)]))
+    # nothing of qnli was loaded anywhere (Triton itself re-loads a swapped task's ensemble on any repository call)
+    assert tree_digest(repo) == files
+    assert [(load_count(s.log_text(), "head_qnli"), load_count(s.log_text(), "qnli")) for s in servers] == loads
+
+    listing = tmp_path / "replicas.txt"
+    listing.write_text("".join(f"{s.http_url}\n" for s in servers) + f"{gone}  # not up\n")
+    p = cli("add-head", str(new_heads["qnli"]), "--repo", str(repo), "--urls-file", str(listing), "--skip-unreachable")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert any(line.startswith(gone) and " skipped " in line for line in p.stdout.splitlines()), p.stdout
+
+    late = fleet.start_replica()  # a replica that starts now loads the repository as it is: qnli included
+    assert load_count(late.log_text(), "trunk") == 1
+    got = answers(fleet, "qnli", ["logits"])
+    assert len(got) == len(servers) + 1 and all(np.array_equal(g, got[0]) for g in got)
+    fc = control(fleet)
+    rows = {r["task"]: r for r in list_fleet_heads(repo, fc)}
+    n = len(servers) + 1
+    assert rows["qnli"]["ready"] == f"v1 ready {n}/{n}" and rows["qnli"]["drift"] == []
+    assert rows["sst2"]["ready"] == f"v1 ready {n}/{n}" and rows["sst2"]["drift"] == []
+    remove_head("qnli", repo, fc)
+    fc.close()
+    assert not any(ServerControl(s.http_url, admin_key=KEY).ready("qnli") for s in live(fleet))
+
+
+def test_list_heads_flags_a_replica_that_drifted(fleet, capsys):
+    repo, servers = fleet.repository, live(fleet)
+    odd = ServerControl(servers[0].http_url, admin_key=KEY)
+    odd.unload("stsb")  # one replica no longer serves the stsb ensemble
+    try:
+        p = cli("list-heads", "--repo", str(repo), *[a for s in servers for a in ("--url", s.http_url)])
+        assert p.returncode == 0, p.stderr
+        stsb = next(line for line in p.stdout.splitlines() if line.startswith("stsb "))
+        assert f"v1 ready {len(servers)}/{len(servers)}" in stsb and f"ensemble stsb not ready on {servers[0].http_url}" in stsb
+        with capsys.disabled():
+            print(f"\n[fleet ops] list-heads with one replica drifted:\n{p.stdout}")
+        fc = control(fleet)
+        rows = {r["task"]: r for r in list_fleet_heads(repo, fc)}
+        assert rows["stsb"]["drift"] == [f"ensemble stsb not ready on {servers[0].http_url}"]
+        assert rows["sst2"]["drift"] == [] and rows["sst2"]["ready"] == f"v1 ready {len(servers)}/{len(servers)}"
+        assert fc.states()["stsb"] == f"READY on {len(servers) - 1}/{len(servers)}"
+        fc.close()
+    finally:
+        odd.load("stsb")
+        odd.close()
