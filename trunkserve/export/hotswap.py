@@ -212,6 +212,7 @@ def _serve_new_version(op: Operation, insp: InspectedHead, previous, new: int) -
             server.load(head_name)
             op.step = f"canary through {task}"
             if server.ready(task):
+                server.load(task)  # reloaded by Triton with the head; loaded explicitly so it stays settled (regroup)
                 diff = served_canary(server, task, insp.canary)
                 insp.canary_diff = diff if diff is not None else insp.canary_diff
         return _regroup(op)
@@ -268,6 +269,7 @@ def _serve_previous_version(op: Operation, newest: int, previous: int) -> tuple[
             server.load(head_name)
             op.step = f"canary through {task}"
             if server.ready(task):
+                server.load(task)  # as in swap-head
                 diff = served_canary(server, task, canary)
         regroup = _regroup(op)
     return diff, regroup

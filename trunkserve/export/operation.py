@@ -138,9 +138,10 @@ def routed_heads(dep: Deployment, add: tuple[HeadEntry, Sequence[str]] | None = 
 
 
 def rewrite_multitask(op: Operation, opts: ServingOptions, entries: Sequence[HeadEntry],
-                      labels: Mapping[str, Sequence[str]], groups: Mapping[str, Sequence[str]] | None = None) -> None:
+                      labels: Mapping[str, Sequence[str]], groups: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Regenerate ``multitask`` (atomic config write; ``groups`` as ``ensembles.multitask_config``) and reload it;
-    undo restores and reloads the old one. Where nothing changed (a swap), nothing is written or reloaded."""
+    undo restores and reloads the old one. Where nothing changed (a swap), nothing is written or reloaded.
+    True when the server reloaded it."""
     folder, server = op.repo / MULTITASK, op.server
     snap = snapshot(folder)
 
@@ -159,7 +160,8 @@ def rewrite_multitask(op: Operation, opts: ServingOptions, entries: Sequence[Hea
         restore(folder, snap)
         raise
     if snapshot(folder) == snap:
-        return
+        return False
     op.tx.on_failure("restore multitask", undo)
     if server is not None:
         server.load(MULTITASK)
+    return server is not None

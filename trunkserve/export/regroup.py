@@ -11,6 +11,11 @@ Order matters to requests in flight: a group that only gains outputs (a head add
 or a member's new version) loads *before* ``multitask`` is rewritten, so the old
 ``multitask`` still finds what it routes; one that loses a member loads *after*,
 and one left without members is unloaded after. Each step records its undo.
+
+``multitask`` is loaded explicitly after the last group load: Triton reloads an
+ensemble by itself when a model it uses reloads, but one reloaded only that way is
+reloaded again at every later load or unload request (seen on 2.51), which would
+count as a reload where an operation changed nothing.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class Regroup:
         self.groups = multitask_groups(self.entries, op.deployment.options)
         self.changes = plan_groups(op, self.entries)
         self.canary_diffs: dict[str, float] = {}
+        self._multitask_stale = False  # a group was loaded since multitask was last loaded explicitly
 
     @cached_property
     def trunk(self) -> DeployedTrunk:
@@ -109,13 +115,17 @@ class Regroup:
         then every rebuilt group's members' canaries through ``multitask``."""
         op = self.op
         op.step = step
-        rewrite_multitask(op, op.deployment.options, self.entries, self.labels, self.groups)
+        if rewrite_multitask(op, op.deployment.options, self.entries, self.labels, self.groups):
+            self._multitask_stale = False
         for change in self.changes:
             if change.after and change.loses:
                 self._serve(change)
         for change in self.changes:
             if not change.after:
                 self._drop(change)
+        if self._multitask_stale and op.server is not None and op.server.ready(MULTITASK):
+            op.step = "reloading multitask"
+            op.server.load(MULTITASK)
         self._served_canaries()
 
     def prune(self) -> list[str]:
@@ -157,6 +167,7 @@ class Regroup:
         if server is not None:
             op.step = f"loading {change.name} version {v}"
             server.load(change.name)
+            self._multitask_stale = True
 
     def _build(self, change: GroupChange, staged: Path) -> None:
         """Export and validate the group's graph into ``staged``, then every member's canary through it offline."""
