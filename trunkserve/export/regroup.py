@@ -37,6 +37,7 @@ from .errors import RepositoryError
 from .head_groups import group_outputs, multitask_groups, write_group_model
 from .inspection import compare_canary
 from .operation import Operation, rewrite_multitask, served_canary
+from .quantised import served_reference
 from .transaction import move_in, move_out, restore, snapshot
 
 #: Group versions kept on disk after an operation: the served one and the one before it.
@@ -98,6 +99,7 @@ class Regroup:
         self.groups = multitask_groups(self.entries, op.deployment.options)
         self.changes = plan_groups(op, self.entries)
         self.canary_diffs: dict[str, float] = {}
+        self.references: dict[str, dict] = {}  # on a quantised trunk: each member's canary through its group
         self._multitask_stale = False  # a group was loaded since multitask was last loaded explicitly
 
     @cached_property
@@ -180,11 +182,18 @@ class Regroup:
             raise RepositoryError(f"{change.name}: cannot be rebuilt from the deployed head versions ({exc}); "
                                   "a repository built before head groups needs rebuilding (export build)") from exc
         path = staged / change.name / str(change.version) / MODEL_FILES[PYTHON_ORT]
-        served = bool(self.trunk.quantisation)  # a quantised trunk's canaries are the served graphs' own outputs
+        scheme = self.trunk.quantisation
         for task, folder in zip(change.after, folders):
             canary = read_canary(folder)
-            if canary is not None:
-                got = group_outputs(path, self.trunk.texts_feeds(canary["texts"], change.depth, served=served))
+            if canary is None:
+                continue
+            got = group_outputs(path, self.trunk.texts_feeds(canary["texts"], change.depth, served=bool(scheme)))
+            if scheme:
+                # a quantised repository's head canaries are its int8 head graphs' own outputs; the (float32)
+                # group, held to the heads at 1e-4 above, gets its own reference from the served trunk likewise
+                self.references[task] = served_reference(canary, {n: got[f"{task}_{n}"] for n in canary["outputs"]},
+                                                         scheme)
+            else:
                 compare_canary(got, canary, f"{task}_")
 
     def _drop(self, change: GroupChange) -> None:
@@ -207,7 +216,8 @@ class Regroup:
         for change in self.changes:
             for task in change.after:
                 self.op.step = f"canary of {task} through {change.name} (multitask)"
-                diff = served_canary(server, MULTITASK, read_canary(member_folder(self.op.repo, task)), f"{task}_")
+                canary = self.references.get(task) or read_canary(member_folder(self.op.repo, task))
+                diff = served_canary(server, MULTITASK, canary, f"{task}_")
                 if diff is not None:
                     self.canary_diffs[task] = diff
 
