@@ -33,5 +33,6 @@ bytes_before, bytes_after                          # loadtest.tuning.GraphChange
 
 # Library functions whose callers live outside the package.
 run_batched  # serving.batching: reports/microbench/batching.py and tests/unit/test_batching.py
+compose_haproxy_config  # fleet.local: tests/unit/test_docker.py regenerates docker/haproxy.cfg with it and compares
 triton_version  # ngc: tests/unit/test_docker.py checks docker/Dockerfile's base image with it
 run_seed     # training.trials: tests/unit/test_training_heads.py only (training/ is being restructured: decide there)

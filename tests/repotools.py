@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from trunkserve.deployment.reader import read_groups, read_routes, routed_tasks
 from trunkserve.export import configs
 from trunkserve.export.repo_lock import LOCK_FILE
 
@@ -27,4 +28,11 @@ def leftovers(repo: Path) -> list[str]:
 
 
 def multitask_heads(repo: Path) -> list[str]:
-    return sorted(s.model_name for s in configs.read_config(repo / "multitask").ensemble_scheduling.step if s.model_name.startswith("head_"))
+    """The head models whose tasks ``multitask`` answers: those it routes to directly (TensorRT) or through their group."""
+    return sorted(f"head_{t}" for t in routed_tasks(read_routes(repo), read_groups(repo)))
+
+
+def multitask_steps(repo: Path) -> dict[str, list[str]]:
+    """``multitask``'s steps after the trunk (head groups, or heads) and the tasks whose outputs each step maps."""
+    steps = configs.read_config(repo / "multitask").ensemble_scheduling.step
+    return {s.model_name: sorted({o.rsplit("_", 1)[0] for o in s.output_map.values()}) for s in steps[2:]}

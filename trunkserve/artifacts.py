@@ -33,6 +33,8 @@ CANARY = "canary.json"
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 #: Names the repository already uses for its own models.
 RESERVED_NAMES = ("multitask", "tokenizer", "trunk")
+#: Prefixes of the repository's own model names: head models (``head_<task>``), head groups (``heads_d3``).
+RESERVED_PREFIXES = ("head_", "heads_")
 
 
 class HeadArtifactError(ValueError):
@@ -40,10 +42,11 @@ class HeadArtifactError(ValueError):
 
 
 def check_task_name(task: str) -> str:
-    if not isinstance(task, str) or not TASK_NAME.match(task) or task in RESERVED_NAMES or task.startswith("head_"):
+    if not isinstance(task, str) or not TASK_NAME.match(task) or task in RESERVED_NAMES or task.startswith(RESERVED_PREFIXES):
         raise HeadArtifactError(
             f"invalid task name {task!r}: use lower-case letters, digits and '_', starting with a letter "
-            f"(at most 48 characters; {', '.join(RESERVED_NAMES)} and head_* are reserved)"
+            f"(at most 48 characters; {', '.join(RESERVED_NAMES)}, head_* and heads_* are reserved for the "
+            "repository's own models)"
         )
     return task
 

@@ -33,11 +33,13 @@ from trunkserve.export.hotswap import (
     ServerUnavailable,
     add_head,
     remove_head,
+    rollback_head,
     swap_head,
 )
 from servertools import infer, load_count
 from repotools import BAD, leftovers, multitask_heads, tree_digest
 from trunkserve.server import TritonProcess, free_port
+from trunkserve.synthetic import make_untrained_head
 
 pytestmark = pytest.mark.server
 
@@ -359,3 +361,86 @@ def test_a_server_that_refuses_model_loads_is_said_before_anything_changes(built
         c = httpclient.InferenceServerClient(plain.http_url)
         assert infer(c, "sst2", TEXTS, ["probabilities"], PAIRS).as_numpy("probabilities").shape == (2, 2)
         c.close()
+
+
+# ---------------------------------------------------------------- head groups
+
+
+def served_groups(repo: Path) -> dict[str, tuple[list[str], list[int]]]:
+    from trunkserve.deployment.reader import Deployment
+
+    return {n: (list(g.params.tasks), g.versions) for n, g in Deployment.read(repo).groups.items()}
+
+
+def test_head_groups_follow_every_operation_under_load(srv, client, control, new_heads, backbone, trunk, tmp_path, capsys):
+    """Under steady load (other tasks, also through ``multitask``): the depth's group rebuilt as a new version at
+    each of add, swap, rollback and remove, a new layer count's group created and removed, every answer of the
+    other tasks bit-identical, zero failures, the trunk and the other depth's group never reloaded."""
+    from conftest import DEPTH, DEPTHS
+    from servertools import execution_counts
+
+    repo = Path(srv.repository)
+    group, deep, l2 = f"heads_d{DEPTH}", f"heads_d{DEPTHS[-1]}", f"heads_d{DEPTH}_l2"
+    two_layer = make_untrained_head(backbone, tmp_path / "two", "twolayer", num_layers=2, seed=31, trunk=trunk)
+    deep_loads = load_count(srv.log_text(), deep)
+    steps = []
+
+    def step(name, fn):
+        before = served_groups(repo).get(group, ([], [0]))[1][-1]
+        fn()
+        members, versions = served_groups(repo)[group]
+        steps.append((name, versions[-1] - before))
+        return members
+
+    with Load(srv.http_url) as load:
+        assert step("add", lambda: add_head(new_heads["cola"], repo, control)) == ["cola", "sst2", "stsb"]
+        v1 = infer(client, "cola", TEXTS, ["logits"], PAIRS).as_numpy("logits")
+        grouped = infer(client, "multitask", TEXTS, ["cola_logits"], PAIRS).as_numpy("cola_logits")
+        np.testing.assert_allclose(grouped, v1, atol=1e-4, rtol=0)
+        add_head(two_layer, repo, control)  # a layer count of its own: a new group
+        assert served_groups(repo)[l2] == (["twolayer"], [1]) and control.ready(l2)
+        step("swap", lambda: swap_head(new_heads["cola_v2"], repo, control))
+        v2 = infer(client, "multitask", TEXTS, ["cola_logits"], PAIRS).as_numpy("cola_logits")
+        assert not np.allclose(v2, grouped)
+        step("rollback", lambda: rollback_head("cola", repo, control))
+        np.testing.assert_array_equal(infer(client, "multitask", TEXTS, ["cola_logits"], PAIRS).as_numpy("cola_logits"),
+                                      grouped)
+        remove_head("twolayer", repo, control)
+        assert l2 not in served_groups(repo) and not control.ready(l2)
+        assert step("remove", lambda: remove_head("cola", repo, control)) == ["sst2", "stsb"]
+    assert load.failures == [], load.failures[:5]
+    assert [n for n, moved in steps if moved != 1] == [], steps  # one new group version per operation
+    assert len(served_groups(repo)[group][1]) == 2  # the served version and the one before it
+    assert load_count(srv.log_text(), deep) == deep_loads  # the other depth's group never reloaded
+    trunk_unchanged(srv, client)
+    assert leftovers(repo) == []
+    before = execution_counts(client, [group, deep])
+    infer(client, "multitask", TEXTS, ["sst2_logits"], PAIRS)
+    after = execution_counts(client, [group, deep])
+    assert after == {group: before[group] + 1, deep: before[deep]}
+    with capsys.disabled():
+        print(f"\n[head groups] {load.ok} requests under load, 0 failures; group versions per step: {steps}")
+
+
+def test_a_head_whose_group_canary_fails_is_refused_and_everything_restored(srv, client, new_heads):
+    """The new head passes its own ensemble's canary but the group's, through ``multitask``, answers wrong:
+    refused, and files, loaded models and ``multitask``'s answers are as before."""
+    repo = Path(srv.repository)
+    files = tree_digest(repo)
+    flaky = Flaky(srv.http_url, admin_key=KEY, corrupt_infer_of="multitask")
+    states = served_state(flaky)
+    before = infer(client, "multitask", TEXTS, ["sst2_logits", "stsb_score"], PAIRS)
+    with pytest.raises(CanaryFailed, match=r"canary of qnli through heads_d\d+ \(multitask\) failed.*rolled back: "
+                                           r"restore multitask, unload qnli, unload head_qnli, remove heads_d\d+/\d+ "
+                                           r"and reload heads_d\d+"):
+        add_head(new_heads["qnli"], repo, flaky)
+    assert tree_digest(repo) == files
+    after = served_state(flaky)
+    flaky.close()
+    assert {k: v for k, v in after.items() if v == "READY"} == {k: v for k, v in states.items() if v == "READY"}
+    again = infer(client, "multitask", TEXTS, ["sst2_logits", "stsb_score"], PAIRS)
+    for o in ("sst2_logits", "stsb_score"):
+        np.testing.assert_array_equal(again.as_numpy(o), before.as_numpy(o))
+    with pytest.raises(Exception, match="(?i)qnli"):
+        infer(client, "multitask", TEXTS, ["qnli_logits"], PAIRS)
+    trunk_unchanged(srv, client)

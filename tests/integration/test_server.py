@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from conftest import DEPTH, DEPTHS
 from servertools import execution_counts, infer, load_count, text_inputs, torch_reference
 from trunkserve.server import TritonProcess
 
@@ -77,14 +78,38 @@ def test_classification_extension_gives_label_names(client):
     assert labels == ["negative", "positive"]
 
 
+#: The served heads' groups: sst2 and stsb read the first depth, mrpc the next.
+SST2_GROUP, MRPC_GROUP = f"heads_d{DEPTH}", f"heads_d{DEPTHS[-1]}"
+
+
 def test_multitask_runs_only_requested_heads(client):
-    heads = ["head_sst2", "head_mrpc", "head_stsb", "trunk"]
-    before = execution_counts(client, heads)
+    """Asked for one task, ``multitask`` runs the trunk once and that task's head group once (the heads of
+    its depth, computed together); the other depth's group and the per-head models do not run."""
+    models = ["head_sst2", "head_mrpc", "head_stsb", SST2_GROUP, MRPC_GROUP, "trunk"]
+    before = execution_counts(client, models)
     infer(client, "multitask", ["only sst2 please"], ["sst2_probabilities"])
-    after = execution_counts(client, heads)
-    assert after["head_sst2"] == before["head_sst2"] + 1
+    after = execution_counts(client, models)
+    assert after[SST2_GROUP] == before[SST2_GROUP] + 1
     assert after["trunk"] == before["trunk"] + 1
-    assert after["head_mrpc"] == before["head_mrpc"] and after["head_stsb"] == before["head_stsb"]
+    assert after[MRPC_GROUP] == before[MRPC_GROUP]
+    assert all(after[h] == before[h] for h in ("head_sst2", "head_mrpc", "head_stsb"))  # multitask runs groups
+    infer(client, "multitask", ["only mrpc"], ["mrpc_logits"])
+    again = execution_counts(client, models)
+    assert again[MRPC_GROUP] == after[MRPC_GROUP] + 1 and again[SST2_GROUP] == after[SST2_GROUP]
+
+
+def test_head_groups_match_the_per_head_models_and_pytorch(client, trunk, tokenizer, head_dirs):
+    """Every output of ``multitask`` (through the head groups) equals the task's own ensemble (its single head
+    model) and trunk + head in PyTorch within 1e-4."""
+    wanted = {"sst2": ["logits", "probabilities"], "mrpc": ["logits", "probabilities"], "stsb": ["score"]}
+    grouped = infer(client, "multitask", SENTENCES, [f"{t}_{o}" for t, outs in wanted.items() for o in outs], PAIRS)
+    for task, outs in wanted.items():
+        single = infer(client, task, SENTENCES, outs, PAIRS)
+        want = torch_reference(trunk, tokenizer, head_dirs[task], SENTENCES, PAIRS)
+        for o in outs:
+            got = grouped.as_numpy(f"{task}_{o}")
+            np.testing.assert_allclose(got, single.as_numpy(o), atol=1e-4, rtol=0, err_msg=f"{task}_{o}")
+            np.testing.assert_allclose(got, want[o], atol=1e-4, rtol=0, err_msg=f"{task}_{o}")
 
 
 def _one_text_per_bucket(tokenizer) -> list[str]:

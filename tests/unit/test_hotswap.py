@@ -329,13 +329,18 @@ def test_a_failed_head_that_training_shipped_anyway_says_what_it_holds(new_heads
 
 
 def test_add_head_reads_the_head_folder_once(repo, new_heads, monkeypatch):
-    """The artefact is read once (gate, validation and export all use that read), not once per check."""
+    """The artefact is read once (gate, validation and export all use that read), not once per check.
+
+    Its head group is then rebuilt from the deployed head versions (its own among them), each read once too."""
     import trunkserve.artifacts as artifacts
 
     reads, real = [], artifacts.read_meta
     monkeypatch.setattr(artifacts, "read_meta", lambda folder: reads.append(Path(folder)) or real(folder))
     assert add_head(new_heads["qnli"], repo).version == 1
-    assert reads == [Path(new_heads["qnli"])]
+    outside = [r for r in reads if repo not in r.parents]
+    assert outside == [Path(new_heads["qnli"])]
+    members = sorted(r.relative_to(repo).as_posix() for r in reads if repo in r.parents)
+    assert members == sorted({m for m in members}) and set(members) == {"head_qnli/1", "head_sst2/1", "head_stsb/1"}
 
 
 class _Refusing:

@@ -19,7 +19,8 @@ from trunkserve.specs import TensorSpec, head_output_specs, head_task
 
 from .errors import RepositoryError
 from .files import config_dict, read_model_config
-from .layout import BACKENDS, CONFIG_FILE, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, QUANTISATION, TENSORRT, TOKENIZER_DIR, TRUNK
+from .layout import (BACKENDS, CONFIG_FILE, GROUP_PREFIX, MODEL_FILES, ONNXRUNTIME, PYTHON_ORT, QUANTISATION, TENSORRT,
+                     TOKENIZER_DIR, TRUNK, group_model_name)
 
 #: What a trunk built before its config recorded the backbone says it was built from.
 UNKNOWN_BACKBONE = "unknown"
@@ -268,6 +269,7 @@ class HeadEntry:
     ``pair`` is published in the config because a client reads Triton's model
     config anyway (labels, outputs): it learns there whether to send
     ``text_pair``. None: the head does not record it, and no parameter is written.
+    ``num_layers`` (with ``branch_layer``) says which head group the head belongs to.
     """
 
     task: str
@@ -276,6 +278,7 @@ class HeadEntry:
     branch_layer: int
     trunk_fingerprint: str = ""
     pair: bool | None = None
+    num_layers: int = 1
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
@@ -283,7 +286,7 @@ class HeadEntry:
 
     def parameters(self) -> dict[str, str]:
         p = {"task_type": self.task_type, "branch_layer": str(self.branch_layer), "num_labels": str(self.num_labels),
-             "trunk_fingerprint": self.trunk_fingerprint}
+             "num_layers": str(self.num_layers), "trunk_fingerprint": self.trunk_fingerprint}
         if self.pair is not None:
             p["pair"] = "true" if self.pair else "false"
         return p
@@ -296,4 +299,39 @@ class HeadEntry:
             raise RepositoryError(f"model {r.model!r} is not a head model (head_<task>)")
         pair = r.text("pair", "")
         return cls(task, r.text("task_type"), r.int("num_labels"), r.int("branch_layer"), r.text("trunk_fingerprint", ""),
-                   None if not pair else pair == "true")
+                   None if not pair else pair == "true", r.int("num_layers", 1))  # heads built before it recorded 1
+
+
+@dataclass(frozen=True)
+class GroupParams:
+    """A head group model (``heads_d<k>``): its member tasks, in output order, and the depth and layer count they share.
+
+    Why the members are a parameter: the group's outputs say which tasks it answers
+    only through their names; the operations rebuilding a group, ``list-heads`` and
+    the tests read the members here instead of parsing output names.
+    """
+
+    tasks: tuple[str, ...]
+    branch_layer: int
+    num_layers: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+
+    @property
+    def name(self) -> str:
+        return group_model_name(self.branch_layer, self.num_layers)
+
+    def parameters(self) -> dict[str, str]:
+        return {"tasks": ",".join(self.tasks), "branch_layer": str(self.branch_layer), "num_layers": str(self.num_layers)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> "GroupParams":
+        r = _Reader(config)
+        if not r.model.startswith(GROUP_PREFIX):
+            raise RepositoryError(f"model {r.model!r} is not a head group model ({GROUP_PREFIX}<depth>)")
+        tasks = tuple(t.strip() for t in r.text("tasks").split(",") if t.strip())
+        group = cls(tasks, r.int("branch_layer"), r.int("num_layers", 1))
+        if group.name != r.model:
+            raise RepositoryError(f"model {r.model!r}: its parameters describe group {group.name!r}")
+        return group

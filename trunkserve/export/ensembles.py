@@ -6,6 +6,9 @@ baseline's full ``model_<task>``), with the same outputs and label files, so
 clients and load tests cannot tell the two repositories apart by their names.
 The multitask ensemble is always regenerated from the heads given, so adding
 or removing a head folder and rewriting it is all it takes to change the set.
+It runs one step per head group (``head_groups``: every head of one depth and
+layer count in one graph) where ``groups`` are given, else one step per head
+(TensorRT repositories, whose plans are per head for now).
 """
 
 from __future__ import annotations
@@ -37,6 +40,15 @@ def head_step(entry: HeadEntry, prefix: str = "") -> Step:
         head_model_name(entry.task),
         {HEAD_HIDDEN: hidden_name(entry.branch_layer), ATTENTION_MASK: ATTENTION_MASK},
         {o.name: f"{prefix}{o.name}" for o in entry.outputs},
+    )
+
+
+def group_step(name: str, members: Sequence[HeadEntry]) -> Step:
+    """A head group's step in ``multitask``: the hidden states of the members' depth in, every member's outputs out."""
+    return Step(
+        name,
+        {HEAD_HIDDEN: hidden_name(members[0].branch_layer), ATTENTION_MASK: ATTENTION_MASK},
+        {f"{e.task}_{o.name}": f"{e.task}_{o.name}" for e in members for o in e.outputs},
     )
 
 
@@ -75,18 +87,28 @@ def write_task_ensemble(repo: Path, task: str, task_type: str, labels: Sequence[
     return folder
 
 
-def multitask_config(entries: Sequence[HeadEntry], opts: ServingOptions):
-    """The ``multitask`` ensemble over ``entries``: outputs ``<task>_<output>`` for each head."""
+def multitask_config(entries: Sequence[HeadEntry], opts: ServingOptions, groups: Mapping[str, Sequence[str]] | None = None):
+    """The ``multitask`` ensemble over ``entries``: outputs ``<task>_<output>`` for each head; with ``groups``
+    (group model -> member tasks, covering ``entries``) one step per group, else one per head."""
     outputs = [truncated_output()]
     for e in entries:
         outputs += task_outputs(e.task_type, e.num_labels, f"{e.task}_", f"{e.task}_{LABELS_FILE}")
-    steps = [tokenizer_step(), trunk_step(e.branch_layer for e in entries), *(head_step(e, f"{e.task}_") for e in entries)]
+    if groups is None:
+        routed = [head_step(e, f"{e.task}_") for e in entries]
+    else:
+        by_task = {e.task: e for e in entries}
+        missing = sorted(set(by_task) - {t for tasks in groups.values() for t in tasks})
+        if missing:
+            raise RepositoryError(f"multitask: tasks {missing} are in no head group")
+        routed = [group_step(name, [by_task[t] for t in tasks]) for name, tasks in groups.items()]
+    steps = [tokenizer_step(), trunk_step(e.branch_layer for e in entries), *routed]
     return configs.ensemble_config(MULTITASK, tokenizer_spec().inputs, outputs, steps, opts.max_batch_size)
 
 
 def write_multitask_ensemble(repo: Path, opts: ServingOptions, entries: Sequence[HeadEntry],
-                             labels: Mapping[str, Sequence[str]]) -> Path:
-    """(Re)write ``multitask`` over ``entries`` (``labels`` by task); label files first, config last, each atomically."""
+                             labels: Mapping[str, Sequence[str]], groups: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """(Re)write ``multitask`` over ``entries`` (``labels`` by task; ``groups`` as ``multitask_config``); label
+    files first, config last, each atomically, and each only where it changes (a swap leaves the folder as it was)."""
     if not entries:
         raise RepositoryError("no heads: the multitask ensemble needs at least one")
     folder = Path(repo) / MULTITASK
@@ -94,12 +116,15 @@ def write_multitask_ensemble(repo: Path, opts: ServingOptions, entries: Sequence
     for e in entries:
         if e.task_type != REGRESSION:
             atomic_write(folder / f"{e.task}_{LABELS_FILE}", "\n".join(labels[e.task]) + "\n")
-    atomic_write(folder / "config.pbtxt", configs.to_pbtxt(multitask_config(entries, opts)))
+    atomic_write(folder / "config.pbtxt", configs.to_pbtxt(multitask_config(entries, opts, groups)))
     return folder
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file and ``rename``, so Triton never reads half a file."""
+    """Write ``path`` through a temporary file and ``rename``, so Triton never reads half a file; a file that
+    already says ``text`` is left alone."""
+    if path.exists() and path.read_text() == text:
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)

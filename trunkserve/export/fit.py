@@ -24,7 +24,8 @@ class TrunkMismatch(RepositoryError):
 
 def head_entry(meta: HeadMeta) -> HeadEntry:
     """What a head artefact deploys as: the entry its config records (``HeadEntry.parameters``)."""
-    return HeadEntry(meta.task, meta.task_type, meta.num_labels, meta.branch_layer, meta.trunk_fingerprint, meta.pair)
+    return HeadEntry(meta.task, meta.task_type, meta.num_labels, meta.branch_layer, meta.trunk_fingerprint, meta.pair,
+                     meta.num_layers)
 
 
 def backbone_name(recorded: str) -> str:

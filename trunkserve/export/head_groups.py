@@ -5,6 +5,10 @@ exported as one graph whose outputs carry the ``multitask`` ensemble's names
 (``<task>_logits``, ...). Validation holds each task's outputs to that head's own
 PyTorch ``serving_outputs(served=False)`` (the per-head graphs' reference), so a
 group graph is as correct as the per-head graphs it replaces.
+
+In a repository a group is the Triton model ``heads_d<k>`` (``write_group_model``):
+``multitask`` runs one step per group, and the operations rebuild a group's graph
+from its members' head version folders (each a full head artefact) as a new version.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import numpy as np
 import torch
 
 from trunkserve.defaults import ONNX_OPSET
+from trunkserve.deployment.layout import MODEL_FILES, PYTHON_ORT, TENSORRT, VERSION, group_model_name
+from trunkserve.deployment.params import GroupParams, ServingOptions
 from trunkserve.head_group import HeadGroup, load_group
 from trunkserve.modules import Head
 from trunkserve.specs import HEAD_HIDDEN, GraphSpec, head_group_spec
 
+from . import configs
 from .errors import GraphMismatchError, RepositoryError
 from .onnx_export import _EXAMPLE_BATCH, _EXAMPLE_SEQ, _export
+from .shims import ONNX_MODEL, write_shim
 from .validate import VALIDATION_ATOL, ValidationReport, compare_with_torch
-
-GROUP_PREFIX = "heads_d"
 
 
 class GroupMember(Protocol):
@@ -35,13 +41,8 @@ class GroupMember(Protocol):
     num_layers: int
 
 
-def group_name(depth: int, num_layers: int = 1) -> str:
-    """``heads_d3`` for the one-layer heads of depth 3 (the usual kind), ``heads_d3_l2`` for two-layer ones.
-
-    Why the layer count only past one: names stay short for the common case and never
-    change when a head of another layer count joins the depth.
-    """
-    return f"{GROUP_PREFIX}{int(depth)}" + ("" if int(num_layers) == 1 else f"_l{int(num_layers)}")
+#: The group model's name (``heads_d3``, ``heads_d3_l2``), spelled by the repository contract.
+group_name = group_model_name
 
 
 def group_heads(entries: Sequence[GroupMember]) -> dict[str, list[str]]:
@@ -118,3 +119,28 @@ def export_group_from_folders(
     name = name or group_name(loaded.depth, loaded.num_layers)
     spec = export_head_group(loaded.group, name, path)
     return spec, validate_head_group(path, spec, loaded.heads, feeds)
+
+
+def write_group_model(repo: str | Path, group: GroupParams, folders: Sequence[str | Path], opts: ServingOptions,
+                      feeds: Mapping[str, np.ndarray], version: str = VERSION) -> ValidationReport:
+    """Export ``group`` from its members' head artefacts (``folders``, in ``group.tasks`` order) into
+    ``repo/<group>/<version>/``, validated against each head's PyTorch outputs, and write its config.
+
+    ``feeds``: real trunk outputs at the group's depth. The config lists the members (``GroupParams``);
+    every version of a group shares it, so a rebuild with other members rewrites it.
+    """
+    folder = Path(repo) / group.name
+    spec, report = export_group_from_folders(folders, folder / version / MODEL_FILES[PYTHON_ORT], feeds, group.name)
+    read = list(dict.fromkeys(n.rsplit("_", 1)[0] for n in spec.output_names))
+    if read != list(group.tasks):
+        raise RepositoryError(f"{group.name}: the head folders hold tasks {read}, the group's members are {list(group.tasks)}")
+    configs.write_config(folder, configs.graph_config(spec, opts, opts.head_instances, group.parameters()))
+    if opts.backend == PYTHON_ORT:
+        write_shim(folder / version, ONNX_MODEL)
+    return report
+
+
+def multitask_groups(entries: Sequence[GroupMember], opts: ServingOptions) -> dict[str, list[str]] | None:
+    """The head groups ``multitask`` routes through (``group_heads``), or None where it keeps one step per head:
+    TensorRT repositories, whose engines are built per head for now (``export.tensorrt``)."""
+    return None if opts.backend == TENSORRT else group_heads(entries)

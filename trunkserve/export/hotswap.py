@@ -21,6 +21,10 @@ Every operation:
 * exports into a staging folder *next to* the repository (a dot-folder inside
   it would be taken for a model by ``--load-model=*``) and moves folders in
   with ``rename``, so Triton never sees a half-written model;
+* rebuilds the head group the head belongs to (``export.regroup``: one graph
+  per depth and layer count, ``multitask``'s step) as a new version, loads it
+  while the old one serves, and checks every member's canary through it
+  before and after ``multitask`` routes to it;
 * records an undo action for each step (``export.transaction``); on any
   failure the undo actions run in reverse (files moved back, models unloaded
   or reloaded, ``multitask`` restored) and the error says what failed and what
@@ -35,7 +39,9 @@ loading an ensemble loads its composing models but reloads one only if its
 folder changed (the pre-compiled shims keep the trunk's folder unchanged);
 (re)loading ``head_<t>`` reloads the ensembles that depend on it, which keep
 ``model_version: -1`` and so pick up the newest version; with no
-``version_policy`` in the config Triton serves ``latest { num_versions: 1 }``.
+``version_policy`` in the config Triton serves ``latest { num_versions: 1 }``;
+reloading a model whose config changed (a head group with other members) keeps
+the loaded version serving until the new one is ready.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from trunkserve.artifacts import HeadArtifactError, read_canary, read_meta
 from trunkserve.deployment.layout import head_model_name, versions_of
 from trunkserve.deployment.lock import RepositoryLock, RepositoryLocked
 from trunkserve.deployment.params import HeadEntry
-from trunkserve.deployment.reader import DeployedHead, read_heads, read_routes
+from trunkserve.deployment.reader import DeployedHead, Deployment
 
 from . import quality
 from .admin import ADMIN_KEY_ENV, ServerControl
@@ -66,7 +72,8 @@ from .errors import (
     ServerUnavailable,
 )
 from .inspection import InspectedHead, compare_canary, inspect_head
-from .operation import Operation, Result, multitask_canary, operation, rewrite_multitask, routed_heads, served_canary
+from .operation import Operation, Result, operation, routed_heads, served_canary
+from .regroup import Regroup
 from .transaction import move_in, move_out
 
 KEEP_VERSIONS = 3
@@ -108,11 +115,14 @@ def _check_new_task(op: Operation) -> None:
 
 
 def _add_into_service(op: Operation, insp: InspectedHead) -> None:
-    """Move the staged head and ensemble in, load them, canary them, then route ``multitask`` to the head."""
+    """Move the staged head and ensemble in, rebuild and load its head group, load head and ensemble, canary
+    them, then route ``multitask`` through the group and canary every member there."""
     task, head_name, server, tx = op.task, head_model_name(op.task), op.server, op.tx
+    regroup = Regroup(op, *routed_heads(op.deployment, add=(insp.entry, insp.meta.labels)))
     with op.changing("moving the head into the repository"):
         move_in(op.staging, op.repo, head_name, tx)
         move_in(op.staging, op.repo, task, tx)
+        regroup.load_gaining()
         if server is not None:
             op.step = f"loading {head_name}"
             tx.on_failure(f"unload {head_name}", lambda: server.unload(head_name))
@@ -123,11 +133,8 @@ def _add_into_service(op: Operation, insp: InspectedHead) -> None:
             op.step = f"canary through {task}"
             diff = served_canary(server, task, insp.canary)
             insp.canary_diff = diff if diff is not None else insp.canary_diff
-        op.step = "rewriting multitask"
-        rewrite_multitask(op, insp.options, *routed_heads(op.deployment, add=(insp.entry, insp.meta.labels)))
-        if server is not None:
-            op.step = "canary through multitask"
-            multitask_canary(server, insp.entry, insp.canary)
+        regroup.finish()
+    regroup.prune()
 
 
 # ---------------------------------------------------------------- swap-head and its rollback
@@ -158,19 +165,20 @@ def swap_head(
         new = (old[-1] if old else 0) + 1
         insp = inspect_head(op.artefact, op.repo, op.staging, version=str(new), write_config=False, deployment=op.deployment)
         _check_same_interface(deployed, insp)
-        _serve_new_version(op, insp, old[-1] if old else "?", new)
+        regroup = _serve_new_version(op, insp, old[-1] if old else "?", new)
         pruned = _prune(op.repo, op.task, [*old, new], keep)
         if pruned:
             insp.notes.append(f"pruned old versions {pruned} (keeping {keep})")
+        regroup.prune()
     return op.result(new, insp.canary_diff, op.forced + insp.notes, quality.describe(insp.meta))
 
 
 def _check_same_interface(deployed: DeployedHead, insp: InspectedHead) -> None:
-    """A new version must keep what the ensembles route to: task type, labels, depth, pair."""
+    """A new version must keep what the ensembles route to: task type, labels, depth, layer count (its head group), pair."""
     task, entry = insp.meta.task, deployed.entry
     mismatch = [
         f"{k} {getattr(entry, k)!r} -> {getattr(insp.entry, k)!r}"
-        for k in ("task_type", "num_labels", "branch_layer")
+        for k in ("task_type", "num_labels", "branch_layer", "num_layers")
         if getattr(entry, k) != getattr(insp.entry, k)
     ]
     if insp.meta.labels != deployed.labels:
@@ -185,8 +193,9 @@ def _check_same_interface(deployed: DeployedHead, insp: InspectedHead) -> None:
         )
 
 
-def _serve_new_version(op: Operation, insp: InspectedHead, previous, new: int) -> None:
-    """Move version ``new`` in, reload the head (Triton serves the newest), canary through the ensembles."""
+def _serve_new_version(op: Operation, insp: InspectedHead, previous, new: int) -> Regroup:
+    """Move version ``new`` in, reload the head (Triton serves the newest), canary through its ensemble, then
+    rebuild its head group from the new version and canary every member through ``multitask``."""
     task, head_name, server = op.task, head_model_name(op.task), op.server
     with op.changing(f"moving version {new} into {head_name}"):
         src, dst = op.staging / head_name / str(new), op.repo / head_name / str(new)
@@ -203,9 +212,18 @@ def _serve_new_version(op: Operation, insp: InspectedHead, previous, new: int) -
             server.load(head_name)
             op.step = f"canary through {task}"
             if server.ready(task):
+                server.load(task)  # reloaded by Triton with the head; loaded explicitly so it stays settled (regroup)
                 diff = served_canary(server, task, insp.canary)
                 insp.canary_diff = diff if diff is not None else insp.canary_diff
-            multitask_canary(server, insp.entry, insp.canary)
+        return _regroup(op)
+
+
+def _regroup(op: Operation, step: str = "rewriting multitask") -> Regroup:
+    """The head group of ``op.task`` rebuilt from the head versions now on disk, ``multitask`` switched, canaried."""
+    regroup = Regroup(op, *routed_heads(op.deployment))
+    regroup.load_gaining()
+    regroup.finish(step)
+    return regroup
 
 
 def _prune(repo: Path, task: str, versions: Sequence[int], keep: int) -> list[int]:
@@ -225,12 +243,14 @@ def rollback_head(
         if len(vs) < 2:
             raise HotswapError(f"task {task!r} has versions {vs} on disk: nothing to roll back to")
         newest, previous = vs[-1], vs[-2]
-        diff = _serve_previous_version(op, newest, previous)
+        diff, regroup = _serve_previous_version(op, newest, previous)
+        regroup.prune()
     return op.result(previous, diff, quality=_version_quality(op.repo / head_model_name(task) / str(previous)))
 
 
-def _serve_previous_version(op: Operation, newest: int, previous: int) -> float | None:
-    """Move the newest version aside, reload the head at ``previous``, canary it with that version's canary."""
+def _serve_previous_version(op: Operation, newest: int, previous: int) -> tuple[float | None, Regroup]:
+    """Move the newest version aside, reload the head at ``previous``, canary it with that version's canary,
+    then rebuild its head group from ``previous`` and canary every member through ``multitask``."""
     task, head_name, server = op.task, head_model_name(op.task), op.server
     canary = read_canary(op.repo / head_name / str(previous))
     diff = None
@@ -249,8 +269,10 @@ def _serve_previous_version(op: Operation, newest: int, previous: int) -> float 
             server.load(head_name)
             op.step = f"canary through {task}"
             if server.ready(task):
+                server.load(task)  # as in swap-head
                 diff = served_canary(server, task, canary)
-    return diff
+        regroup = _regroup(op)
+    return diff, regroup
 
 
 def _version_quality(version_dir: Path) -> str:
@@ -279,10 +301,12 @@ def remove_head(
 
 
 def _take_out_of_service(op: Operation, remaining: Sequence[HeadEntry], labels: dict[str, list[str]]) -> None:
-    """``multitask`` without the task, then unload its ensemble and head, then move both folders aside."""
+    """``multitask`` without the task, its head group rebuilt without it (or gone with it), canaried; then unload
+    its ensemble and head, then move both folders aside."""
     names, server, tx = (op.task, head_model_name(op.task)), op.server, op.tx
+    regroup = Regroup(op, remaining, labels)
     with op.changing("rewriting multitask without it"):
-        rewrite_multitask(op, op.deployment.options, remaining, labels)
+        regroup.finish("rewriting multitask without it")
         for name in names:
             if server is not None and server.ready(name):
                 op.step = f"unloading {name}"
@@ -294,6 +318,7 @@ def _take_out_of_service(op: Operation, remaining: Sequence[HeadEntry], labels: 
                 src, aside = op.repo / name, op.staging / name
                 os.rename(src, aside)
                 tx.on_failure(f"restore {name}/", lambda s=src, a=aside: os.rename(a, s))
+    regroup.prune()
 
 
 def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[dict]:
@@ -305,8 +330,8 @@ def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[di
     if not repo.is_dir():
         raise RepositoryError(f"no model repository at {repo}")
     states = server.states() if server is not None else {}
-    routes, rows = read_routes(repo), []
-    for h in read_heads(repo).values():
+    dep, rows = Deployment.read(repo), []
+    for h in dep.heads.values():
         e, vs = h.entry, h.versions
         row = {
             "task": e.task,
@@ -315,7 +340,7 @@ def list_heads(repo: str | Path, server: ServerControl | None = None) -> list[di
             "branch_layer": e.branch_layer,
             "versions": vs,
             "serving_version": vs[-1] if vs else None,
-            "in_multitask": head_model_name(e.task) in routes,
+            "in_multitask": dep.in_multitask(e.task),
         }
         if server is not None:
             row["head_state"] = states.get(head_model_name(e.task), "not loaded")

@@ -129,11 +129,6 @@ def served_canary(server: ServerControl, model: str, canary: dict | None, prefix
     return compare_canary(server.infer(model, canary["texts"], outputs), canary, prefix)
 
 
-def multitask_canary(server: ServerControl, entry: HeadEntry, canary: dict | None) -> float | None:
-    # only when the multitask ensemble is actually loaded
-    return served_canary(server, MULTITASK, canary, f"{entry.task}_") if server.ready(MULTITASK) else None
-
-
 def routed_heads(dep: Deployment, add: tuple[HeadEntry, Sequence[str]] | None = None,
                  drop: str | None = None) -> tuple[list[HeadEntry], dict[str, list[str]]]:
     """The heads ``multitask`` routes to after the change (sorted by task), and their labels: the deployed ones,
@@ -146,8 +141,10 @@ def routed_heads(dep: Deployment, add: tuple[HeadEntry, Sequence[str]] | None = 
 
 
 def rewrite_multitask(op: Operation, opts: ServingOptions, entries: Sequence[HeadEntry],
-                      labels: Mapping[str, Sequence[str]]) -> None:
-    """Regenerate ``multitask`` (atomic config write) and reload it; undo restores and reloads the old one."""
+                      labels: Mapping[str, Sequence[str]], groups: Mapping[str, Sequence[str]] | None = None) -> bool:
+    """Regenerate ``multitask`` (atomic config write; ``groups`` as ``ensembles.multitask_config``) and reload it;
+    undo restores and reloads the old one. Where nothing changed (a swap), nothing is written or reloaded.
+    True when the server reloaded it."""
     folder, server = op.repo / MULTITASK, op.server
     snap = snapshot(folder)
 
@@ -156,11 +153,18 @@ def rewrite_multitask(op: Operation, opts: ServingOptions, entries: Sequence[Hea
         if server is not None:
             server.load(MULTITASK)
 
+    try:
+        write_multitask_ensemble(op.repo, opts, entries, labels, groups)
+        keep = {f"{e.task}_{LABELS_FILE}" for e in entries}
+        for stale in folder.glob(f"*_{LABELS_FILE}"):  # a removed task's label file
+            if stale.name not in keep:
+                stale.unlink()
+    except BaseException:
+        restore(folder, snap)
+        raise
+    if snapshot(folder) == snap:
+        return False
     op.tx.on_failure("restore multitask", undo)
-    write_multitask_ensemble(op.repo, opts, entries, labels)
-    keep = {f"{e.task}_{LABELS_FILE}" for e in entries}
-    for stale in folder.glob(f"*_{LABELS_FILE}"):  # a removed task's label file
-        if stale.name not in keep:
-            stale.unlink()
     if server is not None:
         server.load(MULTITASK)
+    return server is not None

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from trunkserve.deployment.layout import GROUP_PREFIX
+
 from . import graph_tuning, quantised
 from .errors import ExportError, QuantisationError, TargetNotEmpty
 from .names import TRUNK
@@ -87,8 +89,11 @@ def _quantise_in_place(repo: Path, how: QuantScheme) -> None:
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
     try:
         quantised.keep_float32_trunk(repo)
+        # head groups stay float32: their stacked [G, ...] weights are 3-D, which ONNX Runtime's
+        # DynamicQuantizeMatMul refuses at run time (head group weights are small next to the trunk's)
+        models = [d.name for d in repo.iterdir() if d.is_dir() and not d.name.startswith(GROUP_PREFIX)]
         graph_tuning.tune_repository(repo, fuse=False, quantize=True, per_channel=how.per_channel,
-                                     models=(TRUNK,) if how.trunk_only else None,
+                                     models=(TRUNK,) if how.trunk_only else models,
                                      op_types=("MatMul",) if how.matmul_only else None)
     finally:
         root.setLevel(level)

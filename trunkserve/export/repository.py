@@ -1,4 +1,4 @@
-"""Writes the Triton model repository: tokenizer, trunk, heads and their ensembles (``ensembles``).
+"""Writes the Triton model repository: tokenizer, trunk, heads, head groups and the ensembles (``ensembles``).
 
 The layout and what each config says are the core contract's
 (``trunkserve.deployment``: ``layout`` names the folders, ``params`` gives each
@@ -18,11 +18,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from trunkserve.artifacts import HEAD_JSON, HeadMeta, load_head, read_canary, read_meta, write_canary
+from trunkserve.artifacts import HeadMeta, load_head, read_canary, read_meta, save_head
 from trunkserve.backbone import Backbone, load_backbone
 from trunkserve.defaults import DEFAULT_BUCKETS, DEFAULT_MAX_SEQ_LEN
 from trunkserve.deployment.layout import LABELS_FILE, MODEL_FILES, PYTHON_ORT, TOKENIZER, TRUNK, VERSION, head_model_name
-from trunkserve.deployment.params import HeadEntry, TokenizerParams, TrunkInfo
+from trunkserve.deployment.params import GroupParams, HeadEntry, TokenizerParams, TrunkInfo
 from trunkserve.deployment.reader import read_heads
 from trunkserve.fingerprint import trunk_fingerprint
 from trunkserve.modules import REGRESSION, Head, HeadGraph, Trunk
@@ -34,6 +34,7 @@ from .configs import ServingOptions
 from .ensembles import head_steps, write_multitask_ensemble, write_task_ensemble
 from .errors import RepositoryError
 from .fit import check_depths, check_head_fits, head_entry, trunk_depths
+from .head_groups import multitask_groups, write_group_model
 from .onnx_export import export_head, export_trunk
 from .shims import ONNX_MODEL, TOKENIZER_MODEL, write_shim
 from .validate import ValidationReport, compare_with_torch, sentence_feeds
@@ -122,6 +123,8 @@ def write_head_model(
 
     ``feeds`` maps each trunk depth to real trunk outputs (see ``hidden_feeds``).
     Everything written comes from ``loaded``: the artefact's folder is not read again.
+    The version folder also holds the head artefact itself (head.json, weights, canary):
+    its head group's graph is rebuilt from it when another member changes.
     """
     head, meta = loaded.head, loaded.meta
     check_head_fits(meta, info)
@@ -134,9 +137,7 @@ def write_head_model(
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         onnx_path.write_bytes(loaded.graph)
     report = compare_with_torch(onnx_path, spec, HeadGraph(head, served=False), feeds[meta.branch_layer])
-    (folder / version / HEAD_JSON).write_text(meta.to_json() + "\n")
-    if loaded.canary is not None:
-        write_canary(folder / version, loaded.canary)
+    save_head(folder / version, head, meta, loaded.canary)
     entry = head_entry(meta)
     if write_config:
         labelled = [] if meta.task_type == REGRESSION else [o.name for o in spec.outputs]
@@ -233,7 +234,13 @@ def _write_models(staging: Path, bb: Backbone, trunk: Trunk, info: TrunkInfo, he
         reports.append(report)
         labels[entry.task] = artefact.meta.labels
         write_task_ensemble(staging, entry.task, entry.task_type, artefact.meta.labels, head_steps(entry), opts)
-    write_multitask_ensemble(staging, opts, entries, labels)
+    groups = multitask_groups(entries, opts)
+    by_task = {e.task: e for e in entries}
+    for tasks in (groups or {}).values():
+        group = GroupParams(tuple(tasks), by_task[tasks[0]].branch_layer, by_task[tasks[0]].num_layers)
+        folders = [staging / head_model_name(t) / VERSION for t in tasks]
+        reports.append(write_group_model(staging, group, folders, opts, feeds[group.branch_layer]))
+    write_multitask_ensemble(staging, opts, entries, labels, groups)
     return entries, reports
 
 
@@ -271,7 +278,11 @@ def _write_readme(repo: Path, info: TrunkInfo, entries: Sequence[HeadEntry], opt
     for e in entries:
         lines.append(f"| {head_model_name(e.task)} | {e.task_type} head on {hidden_name(e.branch_layer)} |")
         lines.append(f"| {e.task} | ensemble tokenizer -> trunk -> {head_model_name(e.task)} |")
-    lines.append("| multitask | ensemble: one trunk pass feeds every head |")
+    groups = multitask_groups(entries, opts)
+    for name, tasks in (groups or {}).items():
+        lines.append(f"| {name} | head group: {', '.join(tasks)} as one graph |")
+    through = "every head group" if groups is not None else "every head"
+    lines.append(f"| multitask | ensemble: one trunk pass feeds {through} |")
     (repo / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -9,6 +9,7 @@ Python-backend stub, hence the import inside ``initialize``.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from ..deployment.params import OnnxParams, TokenizerParams
@@ -36,8 +37,24 @@ def _checked(feed: dict, bounds: dict) -> InputError | None:
     return None
 
 
+def requested(request, outputs: list[str]) -> set[str]:
+    """The outputs ``request`` asked for; all of ``outputs`` where it names none (or the stub cannot say)."""
+    try:
+        names = set(request.requested_output_names())
+    except AttributeError:  # Python backends older than the call
+        return set(outputs)
+    return names & set(outputs) or set(outputs)
+
+
 class OnnxModel:
-    """Runs an ONNX graph (trunk or head) with ONNX Runtime, merging same-shape requests."""
+    """Runs an ONNX graph (trunk, head or head group) with ONNX Runtime, merging same-shape requests.
+
+    Only the outputs an execution's requests asked for are fetched and sent. Inside an
+    ensemble a step asks for every output its ``output_map`` names (checked on Triton
+    2.51: ``multitask`` asked for one task still asks that task's head group for all its
+    members' outputs), so this saves the trunk's unrouted depths in a task's ensemble
+    and the outputs a direct caller did not ask for; ONNX Runtime runs the whole graph either way.
+    """
 
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
@@ -55,14 +72,18 @@ class OnnxModel:
             device=device,
         )
         self.input_names = [i["name"] for i in config["input"]]
-        self.runner = GraphRunner(session, [o["name"] for o in config["output"]])
+        self.output_names = [o["name"] for o in config["output"]]
+        self.runner = GraphRunner(session, self.output_names)
 
     def execute(self, requests):
         pb = self.pb
         feeds = [{n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names} for r in requests]
+        wanted = [requested(r, self.output_names) for r in requests]
+        fetch = [n for n in self.output_names if any(n in w for w in wanted)]
         invalid = [_checked(f, self.bounds) for f in feeds]
         runnable = [i for i, bad in enumerate(invalid) if bad is None]
-        outs = dict(zip(runnable, run_isolated([feeds[i] for i in runnable], self.runner)))  # failures stay alone
+        run = partial(self.runner, output_names=fetch)
+        outs = dict(zip(runnable, run_isolated([feeds[i] for i in runnable], run)))  # failures stay alone
         responses = []
         for i in range(len(feeds)):
             out = outs.get(i, invalid[i])
@@ -71,7 +92,7 @@ class OnnxModel:
             elif isinstance(out, Exception):
                 responses.append(pb.InferenceResponse(error=pb.TritonError(f"{type(out).__name__}: {out}")))
             else:
-                responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items()]))
+                responses.append(pb.InferenceResponse([pb.Tensor(k, v) for k, v in out.items() if k in wanted[i]]))
         return responses
 
 
