@@ -37,7 +37,7 @@ def test_import_contracts_are_kept():
 @pytest.mark.parametrize("module, line, contract", [
     ("trunkserve/client/api.py", "import torch", "The client stands alone"),
     ("trunkserve/bert.py", "from trunkserve.training import cli", "The core modules"),
-    ("trunkserve/export/configs.py", "from trunkserve.export import hotswap", "export: CLI > operations"),
+    ("trunkserve/export/configs.py", "from trunkserve.export import hotswap", "export: CLI >"),
     ("trunkserve/training/loop.py", "from trunkserve.export import repository", "Parts depend one way"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, contract):

@@ -24,9 +24,11 @@ from trunkserve.server import ServerStartError, TritonProcess, free_port
 HERE = Path(__file__).resolve().parent
 HAPROXY_TEMPLATE = HERE / "haproxy.cfg.tmpl"
 PROMETHEUS_CONFIG = HERE / "prometheus.yml"
-#: Triton flags every replica gets: explicit control (a replica that starts late loads the repository as it is now)
-#: and latency summaries, so p99 per model is a Prometheus series.
-REPLICA_ARGS = ("--model-control-mode=explicit", "--load-model=*", "--metrics-config=summary_latencies=true")
+#: Triton flags every replica gets: explicit control (a replica that starts late loads the repository as it is now),
+#: latency summaries (p99 per model is a Prometheus series), and readiness that means "serving": with Triton's
+#: default strict readiness one model loading, reloading or failed takes the whole replica out of the balancer.
+REPLICA_ARGS = ("--model-control-mode=explicit", "--load-model=*", "--metrics-config=summary_latencies=true",
+                "--strict-readiness=false")
 
 
 class FleetError(RuntimeError):
