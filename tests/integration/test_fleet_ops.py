@@ -182,9 +182,13 @@ def test_a_replica_lost_mid_add_rolls_every_replica_and_the_files_back(fleet, ne
     assert [r["status"] for r in rows] == ["rolled back", "rolled back", "lost"]
     # the new head, its ensemble, the rebuilt group of its depth, then multitask
     assert {"head_qnli", "qnli", "multitask"} <= set(rows[0]["loaded"]) and rows[0]["switched"]
-    assert any(m.startswith("heads_d") for m in rows[0]["loaded"]) and rows[0]["loaded"][-1] == "multitask"
-    assert rows[0]["rolled_back"] == ["load multitask", "unload qnli", "unload head_qnli"]
-    assert rows[2]["loaded"] == ["head_qnli", "qnli"] and rows[2]["rolled_back"] == []
+    groups = [m for m in rows[0]["loaded"] if m.startswith("heads_d")]
+    assert groups and rows[0]["loaded"][-1] == "multitask"
+    # undone in reverse: multitask back, the new models out, the group's previous version back
+    back = rows[0]["rolled_back"]
+    assert back[:3] == ["load multitask", "unload qnli", "unload head_qnli"] and back[3:] == [f"load {g}" for g in groups]
+    lost = rows[2]["loaded"]  # it went away before multitask: nothing could be undone there
+    assert {"head_qnli", "qnli"} <= set(lost) and "multitask" not in lost and rows[2]["rolled_back"] == []
     with capsys.disabled():
         print(f"\n[fleet ops] a replica lost mid-add:\n{report_table(fc)}")
     fc.close()
