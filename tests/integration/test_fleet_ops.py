@@ -13,8 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from repotools import leftovers, multitask_heads, tree_digest
-from servertools import infer, load_count
+from servertools import Load as ServerLoad, infer, load_count
 from trunkserve.export.admin import ServerControl
 from trunkserve.export.errors import ServerUnavailable
 from trunkserve.export.fleet_control import FleetControl, ReplicasUnreachable
@@ -61,45 +59,9 @@ def control(fleet, **kw) -> FleetControl:
     return FleetControl([ServerControl(s.http_url, admin_key=KEY) for s in live(fleet)], **kw)
 
 
-class Load:
+def Load(url: str, threads: int = 3) -> ServerLoad:
     """Client threads through the balancer asking the deployed tasks; every exception or changed answer counts."""
-
-    def __init__(self, url: str, threads: int = 3):
-        c = httpclient.InferenceServerClient(url)
-        self.baseline = {m: self._ask(c, m) for m in TRAFFIC}
-        self.url, self.ok, self.failures, self.stop = url, 0, [], threading.Event()
-        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    @staticmethod
-    def _ask(c, model):
-        r = infer(c, model, TEXTS, TRAFFIC[model], PAIRS)
-        return {o: r.as_numpy(o) for o in TRAFFIC[model]}
-
-    def _run(self, i: int) -> None:
-        c, models = httpclient.InferenceServerClient(self.url, network_timeout=60), list(TRAFFIC)
-        while not self.stop.is_set():
-            model = models[i % len(models)]
-            i += 1
-            try:
-                got = self._ask(c, model)
-                if all(np.allclose(got[o], self.baseline[model][o], atol=1e-5) for o in got):
-                    self.ok += 1
-                else:
-                    self.failures.append(f"{model}: outputs changed")
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                self.failures.append(f"{model}: {exc}")
-
-    def __enter__(self):
-        for w in self.workers:
-            w.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(0.5)
-        self.stop.set()
-        for w in self.workers:
-            w.join(timeout=60)
+    return ServerLoad(url, TRAFFIC, TEXTS, PAIRS, threads, atol=1e-5)
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:

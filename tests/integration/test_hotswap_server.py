@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from trunkserve.export.hotswap import (
     rollback_head,
     swap_head,
 )
-from servertools import infer, load_count
+from servertools import Load as ServerLoad, infer, load_count
 from repotools import BAD, leftovers, multitask_heads, tree_digest
 from trunkserve.server import TritonProcess, free_port
 from trunkserve.synthetic import make_untrained_head
@@ -96,56 +95,9 @@ def trunk_unchanged(srv, client) -> None:
     assert [p.name for p in (Path(srv.repository) / "trunk" / "1" / "__pycache__").iterdir()] == [f"model.{sys.implementation.cache_tag}.pyc"]
 
 
-class Load:
+def Load(url: str, threads: int = 3) -> ServerLoad:
     """Client threads sending the other tasks' requests and checking every answer bit for bit."""
-
-    def __init__(self, url: str, threads: int = 3):
-        self.url, self.threads = url, threads
-        c = httpclient.InferenceServerClient(url)
-        self.baseline = {m: self._ask(c, m) for m in TRAFFIC}
-        c.close()
-        self.ok = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    @staticmethod
-    def _ask(c, model):
-        r = infer(c, model, TEXTS, TRAFFIC[model], PAIRS)
-        return {o: r.as_numpy(o) for o in TRAFFIC[model]}
-
-    def _run(self, i: int) -> None:
-        c = httpclient.InferenceServerClient(self.url, network_timeout=60)
-        models = list(TRAFFIC)
-        n = i
-        while not self.stop.is_set():
-            model = models[n % len(models)]
-            n += 1
-            try:
-                got = self._ask(c, model)
-                same = all(np.array_equal(got[o], self.baseline[model][o]) for o in got)
-                with self.lock:
-                    if same:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"{model}: outputs changed")
-            except Exception as exc:
-                with self.lock:
-                    self.failures.append(f"{model}: {exc}")
-        c.close()
-
-    def __enter__(self):
-        for w in self.workers:
-            w.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(0.5)
-        self.stop.set()
-        for w in self.workers:
-            w.join(timeout=60)
+    return ServerLoad(url, TRAFFIC, TEXTS, PAIRS, threads)
 
 
 def test_add_swap_rollback_remove_under_load(srv, client, control, new_heads, capsys):

@@ -26,11 +26,8 @@ def manifests() -> list[Path]:
 
 
 def resources() -> dict[tuple[str, str], dict]:
-    found = {}
-    for path in manifests():
-        for d in _docs(path):
-            found.setdefault((d["kind"], d["metadata"]["name"]), d) if path.parent == K8S else None
-    return found
+    """The base manifests (not the variants in sub-folders), by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for path in manifests() if path.parent == K8S for d in _docs(path)}
 
 
 def deployment() -> dict:
