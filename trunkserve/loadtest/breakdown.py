@@ -130,7 +130,7 @@ def inprocess_parts(repo: str | Path, inputs: int = 1024, batch_size: int = 16, 
     from trunkserve.export.repository import TOKENIZER, TRUNK, head_model_name
 
     from .corpus import Sampler, load_corpus
-    from .inprocess import MergedPipeline
+    from .inprocess import GroupBranch, MergedPipeline
 
     pipeline = MergedPipeline(repo, intra_op_threads=None)
     texts, pairs = Sampler(load_corpus(corpus), seed).batch(inputs)
@@ -145,7 +145,7 @@ def inprocess_parts(repo: str | Path, inputs: int = 1024, batch_size: int = 16, 
         t = time.process_time()
         for ids, h in zip(batches, hidden):
             run(pipeline.head_feeds(entry, h, ids))
-        parts[head_model_name(entry.task)] = time.process_time() - t
+        parts[entry.model if isinstance(entry, GroupBranch) else head_model_name(entry.task)] = time.process_time() - t
     return {k: round(v / inputs * 1000.0, 3) for k, v in parts.items()}
 
 

@@ -6,7 +6,7 @@ process can do, rather than the per-process thread count the server's configs se
 for sharing the cores among many model processes. Same tokenizer and buckets, and the same
 batching the server does: every input is tokenized on its own (as one request
 is), inputs of the same length bucket are merged up to ``batch_size``, then
-the trunk runs once and each head once on its output.
+the trunk runs once and each head group (as ``multitask`` does) once on its output.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from trunkserve.deployment.files import read_model_config
-from trunkserve.deployment.layout import TOKENIZER, TRUNK, VERSION, head_model_name
+from trunkserve.deployment.layout import TOKENIZER, TRUNK, VERSION, group_model_folders, head_model_name
 from trunkserve.deployment.params import OnnxParams, TokenizerParams
 from trunkserve.deployment.reader import read_heads
 from trunkserve.serving.onnx_runtime import GraphRunner, make_session
@@ -30,25 +30,44 @@ from trunkserve.specs import ATTENTION_MASK, HEAD_HIDDEN, TOKEN_INPUTS, hidden_n
 from .corpus import Pair, Sampler
 
 
-def _session(repo: Path, model: str, intra_op_threads: int | None = 0):
+def _session(repo: Path, model: str, intra_op_threads: int | None = 0, version: str = VERSION):
     """``intra_op_threads=None`` takes the repository config's value; 0 is all cores."""
     p = OnnxParams.from_config(read_model_config(repo / model))
     return make_session(
-        repo / model / VERSION / p.onnx_file,
+        repo / model / version / p.onnx_file,
         intra_op_threads=p.intra_op_threads if intra_op_threads is None else intra_op_threads,
         inter_op_threads=p.inter_op_threads,
     )
 
 
-class MergedPipeline:
-    """tokenizer -> trunk -> every head, in this process."""
+@dataclass(frozen=True)
+class GroupBranch:
+    """Where a head group reads the trunk (``branch_layer``) and its model's name, beside per-head entries."""
 
-    def __init__(self, repo: str | Path, intra_op_threads: int | None = 0):
+    branch_layer: int
+    model: str
+
+
+def _group_runners(repo: Path, intra_op_threads: int | None) -> list[tuple[GroupBranch, GraphRunner]]:
+    """The head groups ``multitask`` routes to, each at its newest version (what the server serves)."""
+    out = []
+    for folder in group_model_folders(repo):
+        config = read_model_config(folder)
+        version = max((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+        depth = int(config["parameters"]["branch_layer"]["string_value"])
+        out.append((GroupBranch(depth, folder.name), GraphRunner(_session(repo, folder.name, intra_op_threads, version))))
+    return out
+
+
+class MergedPipeline:
+    """tokenizer -> trunk -> every head group (``multitask``'s path), or every head one by one (``groups=False``)."""
+
+    def __init__(self, repo: str | Path, intra_op_threads: int | None = 0, groups: bool = True):
         repo = Path(repo)
         params = TokenizerParams.from_config(read_model_config(repo / TOKENIZER))
         self.tokenizer = load_tokenizer(repo / TOKENIZER / VERSION, params)
         self.trunk = GraphRunner(_session(repo, TRUNK, intra_op_threads))
-        self.heads = [
+        self.heads = (_group_runners(repo, intra_op_threads) if groups else []) or [
             (h.entry, GraphRunner(_session(repo, head_model_name(t), intra_op_threads))) for t, h in read_heads(repo).items()
         ]
 

@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from .deployments import MERGED, SINGLE
+from . import report_online as online
 from .plots import throughput_vs_tasks
 
 NOTES_MARKER = "<!-- notes -->"  # hand-written notes below it survive a regeneration
@@ -34,12 +35,17 @@ def write_report(result: dict, out_dir: str | Path, name: str = "serving-cost") 
     cfg = result["config"]
     ns = sorted({n for _, n in runs})
     png = out / f"{name}.png"
-    throughput_vs_tasks(
-        {d: (ns, [_best(runs.get((d, n))) for n in ns]) for d in (MERGED, SINGLE)},
-        png, f"multitask inputs/s with p99 < {cfg['p99_bound_ms']:g} ms ({machine_label(result)})",
-    )
-    lines = [*_header(result, name), *_main_table(result, runs), *_server_overhead(result, runs),
-             *_sweep(result, runs, ns, png.name), *_every_step(result)]
+    series = {d: tuple(zip(*[(n, _best(runs.get((d, n)))) for n in ns if _best(runs.get((d, n)))])) for d in (MERGED, SINGLE)}
+    bound = online.flop_bound(result, runs)
+    if bound:
+        series["merged, FLOP bound"] = (list(bound), list(bound.values()))
+    throughput_vs_tasks({k: v for k, v in series.items() if v},
+                        png, f"multitask inputs/s with p99 < {cfg['p99_bound_ms']:g} ms ({machine_label(result)})")
+    curves_png = online.curves_plot(runs, out / f"{name}-curves.png")
+    lines = [*_header(result, name), *online.targets(result, runs), *_main_table(result, runs),
+             *_server_overhead(result, runs), *online.curves(result, runs, curves_png and curves_png.name),
+             *_sweep(result, runs, ns, png.name), *online.flops_table(result, runs), *_skipped(result),
+             *online.cache(result), *_every_step(result)]
     path = out / f"{name}.md"
     existing = path.read_text() if path.exists() else ""
     notes = existing[existing.index(NOTES_MARKER):] if NOTES_MARKER in existing else f"{NOTES_MARKER}\n"
@@ -189,6 +195,11 @@ def _sweep(result: dict, runs: dict, ns: list[int], png_name: str) -> list[str]:
             f"{ipn[8]['inputs_per_s'] if 8 in ipn else '-'}, {ipn[8]['cpu_s_per_input'] if 8 in ipn else '-'} | {m['failures'] if m else '-'} / {s['failures'] if s else '-'} |"
         )
     return lines
+
+
+def _skipped(result: dict) -> list[str]:
+    gone = result.get("skipped") or []
+    return ["", "Not built: " + "; ".join(f"{g['deployment']} N={g['n']} ({g['why']})" for g in gone) + "."] if gone else []
 
 
 def _cpu(run: dict | None):
