@@ -76,6 +76,7 @@ def test_teacher_weights_and_seeds():
     assert teacher_weights([60.0, 70.0, 50.0], 50.0, "validation") == pytest.approx([1 / 3, 2 / 3, 0.0])
     assert teacher_weights([40.0, 45.0], 50.0, "validation") == [0.5, 0.5]  # none above chance: equal
     assert teacher_weights([float("nan"), 55.0], 50.0, "validation") == [0.0, 1.0]
+    assert teacher_weights([30.0, 10.0], float("nan"), "validation") == pytest.approx([0.75, 0.25])  # regression's chance
     assert teacher_seeds(HeadOptions(), 1) == (1, 2, 3)  # seeds 0, 1, 2 with three teachers reuse each other's
     assert teacher_seeds(HeadOptions(student_recipe="single-teacher"), 4) == (4,)
     with pytest.raises(PipelineError, match="weighting"):

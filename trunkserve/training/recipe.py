@@ -46,7 +46,8 @@ def teacher_weights(vals: list[float], majority: float, weighting: str = "mean")
     equal = [1.0 / len(vals)] * len(vals)
     if weighting == "mean":
         return equal
-    gains = [max(0.0, v - majority) if math.isfinite(v) and math.isfinite(majority) else 0.0 for v in vals]
+    base = majority if math.isfinite(majority) else 0.0  # a constant's correlation is undefined: chance is 0 there
+    gains = [max(0.0, v - base) if math.isfinite(v) else 0.0 for v in vals]
     total = sum(gains)
     return [g / total for g in gains] if total > 0 else equal
 
