@@ -44,7 +44,7 @@ def ablate_task(bb, task: str, teacher_dir: str | Path, num_layers: int, opts: H
     """One task: a student per hidden-state weight, distilled from the teacher in ``teacher_dir``; dev and validation scores."""
     teacher, meta = load_head(teacher_dir)
     k = meta.branch_layer
-    prep = prepare(task, bb, opts, glue_dir, cache_depths=[k])
+    prep = prepare(task, bb, dataclasses.replace(opts, transfer=("none",), transfer_text=None), glue_dir, cache_depths=[k])
     split = next(iter(prep.dev))
     out = {"k": k, "m": num_layers, "split": split, "runs": {}}
     for w in weights:

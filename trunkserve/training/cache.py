@@ -118,3 +118,34 @@ class HiddenStateCache:
         mask = torch.zeros(n * seq, dtype=torch.long)
         mask[torch.from_numpy(dest)] = 1
         return hidden.view(n, seq, -1), mask.view(n, seq).to(self.device)
+
+
+class ConcatCache:
+    """Two caches read as one, ``first``'s examples then ``second``'s: a student's labelled rows and its
+    transfer rows (``training.transfer``), each cached once, batched together."""
+
+    def __init__(self, first: HiddenStateCache, second: HiddenStateCache):
+        self.parts = (first, second)
+        self.device, self.trunk, self.split = first.device, first.trunk, len(first)
+        a, b = first.enc, second.enc
+        self.enc = Encoded(a.ids + b.ids, a.types + b.types, np.concatenate([a.labels, b.labels.astype(a.labels.dtype)]),
+                           a.truncated + b.truncated)
+
+    def __len__(self) -> int:
+        return len(self.enc)
+
+    def batch(self, idx, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``HiddenStateCache.batch`` over both parts: rows in ``idx`` order, padded to the longest."""
+        idx = np.asarray(idx, dtype=np.int64)
+        parts = []
+        for rows, part, offset in ((np.flatnonzero(idx < self.split), self.parts[0], 0),
+                                   (np.flatnonzero(idx >= self.split), self.parts[1], self.split)):
+            if len(rows):
+                parts.append((torch.from_numpy(rows).to(self.device), *part.batch(idx[rows] - offset, depth)))
+        seq = max(h.shape[1] for _, h, _ in parts)
+        hidden = torch.zeros(len(idx), seq, parts[0][1].shape[2], device=self.device)
+        mask = torch.zeros(len(idx), seq, dtype=torch.long, device=self.device)
+        for rows, h, m in parts:
+            hidden[rows, : h.shape[1]] = h
+            mask[rows, : m.shape[1]] = m
+        return hidden, mask

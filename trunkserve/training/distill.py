@@ -9,7 +9,9 @@ MSE between each student layer's output and the teacher layer it stands in for.
 The student reads the same branch depth as its teacher and starts from the
 teacher's lowest ``m`` task layers, pooler and output layer, so it starts close
 to the teacher's function. With several teachers (MKDM), the targets are the
-average of their soft labels (or scores); the student starts from the first one.
+average of their soft labels (or scores), weighted if asked; the student starts from the first one.
+With a transfer set (``training.transfer``) the student also learns the targets on those rows, the
+soft term only: they have no labels, so the hard term is the mean over the labelled rows of a batch.
 
 Teacher targets are computed once per training example (teacher in eval mode, no
 dropout), so training the student costs only its own layers.
@@ -37,7 +39,7 @@ from trunkserve.bert import mask_bias
 from trunkserve.defaults import DEFAULT_REFIT_STEPS
 from trunkserve.modules import REGRESSION, Head
 
-from .cache import HiddenStateCache
+from .cache import ConcatCache, HiddenStateCache
 from .loop import FitConfig, FitResult
 from .data.encode import length_batches
 from .loop import autocast, seed_everything, train_device
@@ -65,13 +67,33 @@ def distillation_loss(
     temperature: float = 2.0,
     soft_weight: float = 1.0,
     hard_weight: float = 1.0,
+    labelled: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Soft + hard loss. ``teacher_target``: soft labels at ``T`` (classification) or scores (regression)."""
+    """Soft + hard loss. ``teacher_target``: soft labels at ``T`` (classification) or scores (regression).
+
+    ``labelled`` (bool per row): the rows whose label counts; the others (transfer rows) add the soft term only.
+    """
+    if labelled is not None:
+        return _partly_labelled_loss(student_out, teacher_target, labels, task_type, temperature, soft_weight,
+                                     hard_weight, labelled)
     if task_type == REGRESSION:
         s = student_out.float().reshape(-1)
         return soft_weight * F.mse_loss(s, teacher_target.float().reshape(-1)) + hard_weight * F.mse_loss(s, labels.float())
     soft = soft_cross_entropy(student_out, teacher_target, temperature)
     return soft_weight * soft + hard_weight * F.cross_entropy(student_out.float(), labels.long())
+
+
+def _partly_labelled_loss(student_out, teacher_target, labels, task_type, temperature, soft_weight, hard_weight, labelled):
+    """The soft term over every row, the hard term averaged over the ``labelled`` rows (0 when there are none)."""
+    keep = labelled.float()
+    if task_type == REGRESSION:
+        s = student_out.float().reshape(-1)
+        soft = F.mse_loss(s, teacher_target.float().reshape(-1))
+        hard = F.mse_loss(s, labels.float(), reduction="none")
+    else:
+        soft = soft_cross_entropy(student_out, teacher_target, temperature)
+        hard = F.cross_entropy(student_out.float(), labels.long(), reduction="none")
+    return soft_weight * soft + hard_weight * (hard * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def init_student(teacher: Head, num_layers: int) -> Head:
@@ -85,14 +107,22 @@ def init_student(teacher: Head, num_layers: int) -> Head:
 
 
 @torch.no_grad()
-def teacher_targets(teachers: list[Head], cache: HiddenStateCache, depth: int, temperature: float, bf16: bool = False) -> torch.Tensor:
-    """Averaged soft labels ``softmax(logits/T)`` (or scores) of ``teachers`` for every example of ``cache``."""
+def teacher_targets(teachers: list[Head], cache: HiddenStateCache, depth: int, temperature: float, bf16: bool = False,
+                    weights: list[float] | None = None) -> torch.Tensor:
+    """Averaged soft labels ``softmax(logits/T)`` (or scores) of ``teachers`` for every example of ``cache``;
+    with ``weights`` (one per teacher, normalised here) their weighted mean."""
+    if weights is not None:
+        if len(weights) != len(teachers) or min(weights) < 0 or sum(weights) <= 0:
+            raise DistillError(f"need one non-negative weight per teacher ({len(teachers)}), not all 0; got {weights}")
+        weights = [w / sum(weights) for w in weights]
     acc = None
-    for t in teachers:
+    for i, t in enumerate(teachers):
         out = torch.from_numpy(predict_head(t, cache, depth, bf16=bf16))
         target = out if t.task_type == REGRESSION else torch.softmax(out / temperature, dim=-1)
+        if weights is not None:
+            target = weights[i] * target
         acc = target if acc is None else acc + target
-    return acc / len(teachers)
+    return acc if weights is not None else acc / len(teachers)
 
 
 @torch.no_grad()
@@ -180,8 +210,11 @@ def train_student(
     refit_steps: int = DEFAULT_REFIT_STEPS,
     refit: str = "small",
     desc: str = "student",
+    weights: list[float] | None = None,
+    transfer: HiddenStateCache | None = None,
 ) -> tuple[Head, FitResult]:
-    """Distil ``teachers`` (one, or several for MKDM) into a ``num_layers`` student at ``depth``."""
+    """Distil ``teachers`` (one, or several for MKDM, averaged with ``weights``) into a ``num_layers`` student
+    at ``depth``; with ``transfer``, also on those unlabelled rows (soft term only)."""
     if not teachers:
         raise DistillError("at least one teacher is needed")
     first = teachers[0]
@@ -189,8 +222,11 @@ def train_student(
         if (t.task_type, t.num_labels) != (first.task_type, first.num_labels):
             raise DistillError("teachers disagree on task type or label count")
     student = init_student(first, num_layers)
-    targets = teacher_targets(teachers, train, depth, temperature, bf16=cfg.use_bf16).to(train.device)
-    labels = torch.from_numpy(train.enc.labels).to(train.device)
+    labelled_rows = len(train)
+    data = train if transfer is None or len(transfer) == 0 else ConcatCache(train, transfer)
+    targets = teacher_targets(teachers, data, depth, temperature, bf16=cfg.use_bf16, weights=weights).to(train.device)
+    labels = torch.from_numpy(data.enc.labels).to(train.device)
+    labelled = None if data is train else torch.arange(len(data), device=train.device) < labelled_rows
     for t in teachers:
         t.eval()
         for p in t.parameters():
@@ -198,11 +234,12 @@ def train_student(
     steps_per_epoch = len(length_batches(train.enc.lengths, cfg.batch_size, shuffle=False))
     if refit_steps > 0 and should_refit(refit, cfg, steps_per_epoch):
         seed_everything(cfg.seed)
-        fit_output_layer(student.to(train_device()), train, depth, targets, labels, temperature, soft_weight, hard_weight,
-                         steps=refit_steps, seed=cfg.seed, bf16=cfg.use_bf16)
+        fit_output_layer(student.to(train_device()), train, depth, targets[:labelled_rows], labels[:labelled_rows],
+                         temperature, soft_weight, hard_weight, steps=refit_steps, seed=cfg.seed, bf16=cfg.use_bf16)
 
     def loss_fn(out, idx, hidden, mask):
-        loss = distillation_loss(out, targets[idx], labels[idx], student.task_type, temperature, soft_weight, hard_weight)
+        loss = distillation_loss(out, targets[idx], labels[idx], student.task_type, temperature, soft_weight, hard_weight,
+                                 None if labelled is None else labelled[torch.as_tensor(idx, device=train.device)])
         if hidden_weight > 0:
             s_layers = layer_outputs(student, hidden, mask)
             with torch.no_grad():
@@ -210,5 +247,5 @@ def train_student(
             loss = loss + hidden_weight * hidden_mse(s_layers, t_layers, mask)
         return loss
 
-    result = train_head_on_cache(student, train, val, depth, metric, cfg, loss_fn=loss_fn, desc=desc)
+    result = train_head_on_cache(student, data, val, depth, metric, cfg, loss_fn=loss_fn, desc=desc)
     return student, result

@@ -89,6 +89,11 @@ def ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(",") if x.strip())
 
 
+def words(s: str) -> tuple[str, ...]:
+    """``augment,other-tasks`` -> ``("augment", "other-tasks")``."""
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
 def caps(s: str | None) -> int | dict[str, int] | None:
     """``N`` for every task, or ``task=N,task=N`` (checked against the tasks by ``options.check_run_options``)."""
     if s is None:

@@ -119,7 +119,8 @@ class TaskJobs:
             return rows * opts.epochs * (self.bb.config.num_hidden_layers + 1) * 1.5
         teachers = {(k, n) for k, n, _ in cands}
         student_epochs = opts.student_epochs or opts.epochs
-        return rows * (sum(n for _, n in teachers) * opts.epochs + sum(m for _, _, m in cands) * student_epochs)
+        per = 1 if opts.student_recipe == "single-teacher" else opts.teachers  # an upper bound: some are reused
+        return rows * (sum(n for _, n in teachers) * opts.epochs * per + sum(m for _, _, m in cands) * student_epochs)
 
     def _start_pool(self, workers: int) -> None:
         if not passive_threads_in_this_process():

@@ -16,12 +16,15 @@ from trunkserve.artifacts import check_task_name
 from trunkserve.defaults import DEFAULT_DEPTHS, DEFAULT_MAX_SEQ_LEN, DEFAULT_MIN_STEPS, DEFAULT_REFIT_STEPS, default_glue_dir
 
 from .cache import DEFAULT_CACHE_BYTES
-from .flags import caps, flag, ints
+from .flags import caps, flag, ints, words
 from .loop import FitConfig
 from .quality import DEFAULT_MIN_RATIO, ON_FAIL
 
 
 REFIT = ("small", "always", "never")
+RECIPES = ("multi-teacher", "single-teacher")
+WEIGHTINGS = ("mean", "validation")
+TRANSFER_SOURCES = ("augment", "other-tasks", "file")
 
 
 class PipelineError(ValueError):
@@ -142,12 +145,36 @@ class HeadOptions:
         (), name="--search-student-layers", type=ints, to_value=tuple, help="try every m in this list, e.g. 1,2")
     search_every_seed: bool = flag(False, name="--search-every-seed", action="store_true", help=(
         "train every candidate on every seed and rank by the mean validation score (default: the first seed's)"))
-    mkdm: bool = False  # with several seeds, also distil one student from all seeds' teachers (reported only)
+    mkdm: bool = False  # single-teacher recipe, several seeds: also distil one student from all seeds' teachers (reported only)
+    student_recipe: str = flag("multi-teacher", name="--student-recipe", choices=RECIPES, help=(
+        "multi-teacher: every student (the shipped one and the (k, m) search's) learns the averaged soft labels of "
+        "--teachers teachers trained on the same trunk cache with seeds s, s+1, ... (with --seeds 0,1,2 the seeds' own "
+        "teachers are reused); the best of them on validation is the gate's teacher. single-teacher: its seed's teacher alone"))
+    teachers: int = flag(3, name="--teachers", type=int, help="teachers per student with --student-recipe multi-teacher")
+    teacher_weighting: str = flag("mean", name="--teacher-weighting", choices=WEIGHTINGS, help=(
+        "mean: equal weights; validation: weights in proportion to each teacher's validation score above the "
+        "majority-class baseline (equal if none is above it)"))
+    transfer: tuple[str, ...] = flag(("augment",), name="--transfer", type=words, to_value=tuple, help=(
+        "transfer set: extra text on which the student learns the teachers' soft labels (no labels), comma-separated: "
+        "augment (the task's training sentences with words masked, dropped or swapped), other-tasks (the other GLUE "
+        "tasks' training sentences in --glue-dir), file (--transfer-text), or none. Never a sentence of the "
+        "validation split, dev or test files"))
+    transfer_text: str | None = flag(None, name="--transfer-text", metavar="FILE", help=(
+        "a transfer source: one text per line, a tab between the two texts of a pair (implies file in --transfer)"))
+    transfer_max: int = flag(2000, name="--transfer-max", type=int, help=(
+        "most transfer rows (and at most as many as the training rows); they are cached like the training rows"))
 
     def __post_init__(self):
         # lists (from JSON or a caller) become tuples: the options are compared and used as keys
         self.depths, self.seeds = tuple(self.depths), tuple(self.seeds)
         self.search_student_layers = tuple(self.search_student_layers)
+        self.transfer = (self.transfer,) if isinstance(self.transfer, str) else tuple(self.transfer)
+
+    @property
+    def transfer_sources(self) -> tuple[str, ...]:
+        """The transfer sources in use (``--transfer-text`` adds ``file``); empty: no transfer set."""
+        used = tuple(x for x in self.transfer if x != "none")
+        return used + ("file",) if self.transfer_text and "file" not in used else used
 
     def fit_config(self, seed: int, epochs: float | None = None, lr: float | None = None) -> FitConfig:
         return FitConfig(
@@ -257,6 +284,25 @@ def check_run_options(tasks: Sequence[str], max_train, options: dict) -> None:
         raise PipelineError("no branch depths given (e.g. --depths 2,3)")
     if "refit" in options and options["refit"] not in REFIT:
         raise PipelineError(f"--refit must be small, always or never, got {options['refit']!r}")
-    for key in ("min_steps", "refit_steps"):
+    for key in ("min_steps", "refit_steps", "transfer_max"):
         if key in options and int(options[key]) < 0:
             raise PipelineError(f"{key} must be 0 or more, got {options[key]}")
+    check_recipe_options(options)
+
+
+def check_recipe_options(options: dict) -> None:
+    """The student recipe's keywords (``--student-recipe``, ``--teachers``, ``--transfer``, ...)."""
+    for key, allowed in (("student_recipe", RECIPES), ("teacher_weighting", WEIGHTINGS)):
+        if key in options and options[key] not in allowed:
+            raise PipelineError(f"{key} must be one of {', '.join(allowed)}, got {options[key]!r}")
+    if "teachers" in options and int(options["teachers"]) < 1:
+        raise PipelineError(f"teachers must be at least 1, got {options['teachers']}")
+    transfer = options.get("transfer", ())
+    transfer = (transfer,) if isinstance(transfer, str) else tuple(transfer)
+    unknown = sorted(set(transfer) - set(TRANSFER_SOURCES) - {"none"})
+    if unknown:
+        raise PipelineError(f"--transfer: unknown source(s) {', '.join(unknown)} (known: {', '.join(TRANSFER_SOURCES)}, none)")
+    if "none" in transfer and len(transfer) > 1:
+        raise PipelineError("--transfer none cannot be combined with other sources")
+    if "file" in transfer and not options.get("transfer_text"):
+        raise PipelineError("--transfer file needs --transfer-text FILE")

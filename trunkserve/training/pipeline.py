@@ -9,8 +9,9 @@ the report call. Per task:
    GLUE dev set is only scored;
 2. run the frozen trunk once over train/validation/dev and cache the hidden states
    at every candidate branch depth;
-3. train a partial fine-tuning teacher per candidate ``(k, n)`` and distil it into
-   a student per candidate size ``m``; the candidate whose *student* validates best
+3. train partial fine-tuning teachers per candidate ``(k, n)`` (``--teachers`` of them with the
+   default multi-teacher recipe, ``training.recipe``) and distil them into a student per candidate
+   size ``m``, also on the transfer set if any; the candidate whose *student* validates best
    wins (the student is what is served), or, with a layer budget, the combination
    over all tasks with the best summed validation score that fits (``choose``).
    Later seeds train the winner only;
@@ -128,7 +129,7 @@ def training_record(search: TaskSearch, trial: Trial, best: ScoredSeed) -> dict:
         "candidates": [c.to_json() for c in best.result.candidates], "fit": opts.fit_config(seed).to_dict(),
         "student_epochs": opts.student_epochs or opts.epochs,
         "data": "glue" if search.task in GLUE_TASKS and not search.custom else "custom",
-        "schedule": best.trial.schedules,
+        "schedule": best.trial.schedules, "recipe": best.trial.recipe,
     }
 
 
@@ -162,7 +163,7 @@ def finish_task(jobs: TaskJobs, search: TaskSearch, trial: Trial, out: Path, tea
     scored = seed_results(jobs, search, trial)
     best = max(scored, key=lambda s: s.result.student.val)
     summary = task_summary(search, trial, [s.result for s in scored], best.result)
-    if opts.mkdm and len(scored) > 1:
+    if opts.mkdm and len(scored) > 1 and opts.student_recipe == "single-teacher":  # multi-teacher already is MKDM
         summary.mkdm = mkdm_result(search, trial, scored, jobs.log)
     head_dir, verdict = write_heads(jobs, search, trial, best, summary, out, teachers_out)
     summary.seconds = time.perf_counter() - search.started

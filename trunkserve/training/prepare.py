@@ -18,6 +18,7 @@ from .data.glue import GLUE_TASKS, load_glue_task
 from .data.types import DataError, Example, TaskData
 from .options import CustomTask, HeadOptions
 from .quality import majority_score
+from .transfer import TransferSet, build_transfer
 
 
 @dataclass
@@ -28,7 +29,11 @@ class Prepared:
     train: Encoded
     val: Encoded
     dev: dict[str, Encoded]
-    caches: dict[str, HiddenStateCache] = field(default_factory=dict)  # "train", "val", "dev:<split>"
+    caches: dict[str, HiddenStateCache] = field(default_factory=dict)  # "train", "val", "dev:<split>", "transfer"
+    transfer: Encoded | None = None  # the transfer set's rows (``training.transfer``), cached beside the training rows
+    transfer_info: TransferSet | None = None
+    # Trained teachers by (k, n, seed, schedule): a multi-teacher student on seed s reuses seed s+1's teacher.
+    teachers: dict = field(default_factory=dict)
     cache_seconds: float = 0.0
     cache_bytes: int = 0
     majority: dict = field(default_factory=dict)  # "val" / "dev:<split>" -> the majority-class baseline's scores
@@ -87,6 +92,11 @@ def prepare(task: str, bb: Backbone, opts: HeadOptions, glue_dir=None, custom=No
     reg = data.task_type == "regression"
     dev = {k: encode_examples(cap(v, opts.max_dev, opts.split_seed), tok, reg) for k, v in data.dev.items()}
     prep = Prepared(data, encode_examples(train_rows, tok, reg), encode_examples(val_rows, tok, reg), dev)
+    if opts.transfer_sources:
+        prep.transfer_info = build_transfer(data, train_rows, val_rows, opts.transfer_sources, opts.transfer_max,
+                                            opts.split_seed, glue_dir, opts.transfer_text)
+        if prep.transfer_info.rows:
+            prep.transfer = encode_examples(prep.transfer_info.rows, tok, reg)
     if cache_depths:
         build_caches(prep, bb, opts, cache_depths)
     return prep
@@ -97,7 +107,8 @@ def build_caches(prep: Prepared, bb: Backbone, opts: HeadOptions, depths: Sequen
     task = prep.data.name
     trunk = Trunk.from_state_dict(bb.config, bb.state_dict, sorted(set(depths))).freeze()
     t0 = time.perf_counter()
-    for name, enc in [("train", prep.train), ("val", prep.val)] + [(f"dev:{k}", v) for k, v in prep.dev.items()]:
+    extra = [("transfer", prep.transfer)] if prep.transfer is not None else []
+    for name, enc in [("train", prep.train), ("val", prep.val)] + [(f"dev:{k}", v) for k, v in prep.dev.items()] + extra:
         c = HiddenStateCache(trunk, enc, max_bytes=opts.cache_max_bytes, progress=opts.progress, desc=f"{task} trunk cache ({name})")
         prep.caches[name] = c
         prep.cache_bytes += c.nbytes

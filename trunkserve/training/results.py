@@ -125,6 +125,7 @@ class SeedResult(Record):
     teacher: HeadResult
     student: HeadResult
     full: FullResult | None = field(default=None, metadata=_OMIT_NONE)
+    recipe: dict | None = field(default=None, metadata=_OMIT_NONE)  # training.recipe.recipe_record (absent from older files)
 
     def role(self, name: str) -> HeadResult | FullResult:
         """``teacher``, ``student`` or ``full``."""
@@ -134,12 +135,12 @@ class SeedResult(Record):
     def from_json(cls, d: dict) -> "SeedResult":
         return cls(d["seed"], d["k"], d["n"], d["m"], [Candidate.from_json(c) for c in d["candidates"]],
                    HeadResult.from_json(d["teacher"]), HeadResult.from_json(d["student"]),
-                   FullResult.from_json(d["full"]) if "full" in d else None)
+                   FullResult.from_json(d["full"]) if "full" in d else None, d.get("recipe"))
 
 
 @dataclass
 class MkdmResult(Record):
-    """One student distilled from every seed's teacher (reported only)."""
+    """One student distilled from every seed's teacher (reported only; single-teacher recipe)."""
 
     teachers: int
     val: float

@@ -67,7 +67,7 @@ def measure_cache_speedup(bb, task: str, glue_dir, depth: int, n_rows: int = 800
     new shape) is not charged to whichever variant happens to run first.
     """
 
-    opts = HeadOptions(max_train=n_rows, max_val=50, progress=False)
+    opts = HeadOptions(max_train=n_rows, max_val=50, progress=False, transfer=("none",))
     prep = prepare(task, bb, opts, glue_dir, cache_depths=(depth,))
     cached = prep.caches["train"]
     d = prep.data
@@ -93,12 +93,16 @@ def measure_cache_speedup(bb, task: str, glue_dir, depth: int, n_rows: int = 800
 
 
 def trainings_on_cache(results: dict[str, TaskResult]) -> int:
-    """Teachers (one per distinct (k, n) of a seed) + students (one per candidate) + MKDM students."""
+    """Teachers (one per distinct (k, n, teacher seed) of a task: a multi-teacher recipe reuses them across
+    seeds) + students (one per candidate) + MKDM students."""
     n = 0
     for r in results.values():
+        teachers = set()
         for s in r.seeds:
-            n += len({(c.k, c.n) for c in s.candidates}) + len(s.candidates)
-        n += r.mkdm is not None
+            seeds = s.recipe["teacher_seeds"] if s.recipe else [s.seed]
+            teachers |= {(c.k, c.n, t) for c in s.candidates for t in seeds}
+            n += len(s.candidates)
+        n += len(teachers) + (r.mkdm is not None)
     return n
 
 

@@ -18,8 +18,9 @@ from .distill import train_student
 from .options import HeadOptions, PipelineError
 from .prepare import Prepared
 from .quality import judge
+from .recipe import recipe_record, task_teachers, teacher_weights, transfer_rows
 from .results import Candidate, FullResult, HeadResult, Score, SeedResult
-from .teacher import evaluate_outputs, predict_full, predict_head, train_full, train_teacher
+from .teacher import evaluate_outputs, predict_full, predict_head, train_full
 
 
 def search_depths(opts: HeadOptions, bb: Backbone) -> list[int]:
@@ -88,6 +89,7 @@ class Trial:
     teacher_metrics: dict = field(default_factory=dict)  # validation metrics behind teacher_val
     student_metrics: dict = field(default_factory=dict)
     schedules: dict = field(default_factory=dict)  # "teacher" / "student" -> FitResult.schedule()
+    recipe: dict | None = None  # training.recipe.recipe_record: the student's teachers, weights and transfer set
 
     def val_result(self, role: str) -> dict:
         """``{"score": ..., <metric>: ...}`` on validation for ``role`` ("teacher" or "student")."""
@@ -109,32 +111,39 @@ class ScoredSeed:
 
 
 def train_trials(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, cands: Sequence[tuple[int, int, int]], log=print) -> list[Trial]:
-    """A teacher per ``(k, n)`` and a student per ``m`` distilled from it, all on cached trunk states."""
+    """Per ``(k, n)`` its teachers (``training.recipe``: one, or several reused across seeds) and per ``m`` a
+    student distilled from them, all on cached trunk states. The trial's teacher is the best on validation;
+    its seconds are every teacher's (the recipe's cost)."""
     d = prep.data
-    teachers: dict[tuple[int, int], tuple[Head, object]] = {}
+    transfer = transfer_rows(prep, opts)
     trials = []
     for k, n, m in cands:
-        if (k, n) not in teachers:
-            teachers[k, n] = train_teacher(
-                bb, prep.caches["train"], prep.caches["val"], k, n, d.num_labels, d.task_type, d.metric,
-                opts.fit_config(seed), desc=f"{d.name} teacher k={k} n={n} s={seed}",
-            )
-        teacher, t_fit = teachers[k, n]
+        teachers = task_teachers(bb, prep, opts, seed, k, n)
+        vals = [fit.best_score for _, _, fit in teachers]
+        weights = teacher_weights(vals, prep.majority["val"]["score"], opts.teacher_weighting)
+        best = max(range(len(teachers)), key=vals.__getitem__)
+        _, teacher, t_fit = teachers[best]
         student, s_fit = train_student(
-            [teacher], prep.caches["train"], prep.caches["val"], k, d.metric,
+            [h for _, h, _ in teachers], prep.caches["train"], prep.caches["val"], k, d.metric,
             opts.fit_config(seed, epochs=opts.student_epochs), num_layers=m,
             temperature=opts.temperature, soft_weight=opts.soft_weight, hard_weight=opts.hard_weight,
             hidden_weight=opts.hidden_weight, refit_steps=opts.refit_steps, refit=opts.refit, desc=f"{d.name} student k={k} m={m} s={seed}",
+            weights=weights if len(teachers) > 1 else None, transfer=transfer,
         )
-        trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score, t_fit.seconds, s_fit.seconds,
-                            t_fit.best_metrics, s_fit.best_metrics, {"teacher": t_fit.schedule(), "student": s_fit.schedule()}))
+        trials.append(Trial(k, n, m, teacher, student, t_fit.best_score, s_fit.best_score,
+                            sum(f.seconds for _, _, f in teachers), s_fit.seconds, t_fit.best_metrics, s_fit.best_metrics,
+                            {"teacher": t_fit.schedule(), "student": s_fit.schedule()},
+                            recipe_record(opts, teachers, weights, best, prep, transfer)))
         log(trial_line(d.name, seed, trials[-1], prep.majority["val"]["score"]))
     return trials
 
 
 def trial_line(task: str, seed: int, t: Trial, majority: float | None = None) -> str:
     base = "" if majority is None else f" (majority class {majority:.2f})"
-    return (f"  [{task} seed {seed}] k={t.k} n={t.n} m={t.m}: teacher val {t.teacher_val:.2f}, "
+    many = f" (best of {t.recipe['teachers']})" if t.recipe and t.recipe["teachers"] > 1 else ""
+    rows = t.recipe["transfer"]["rows"] if t.recipe else 0
+    base += f"; student also on {rows} transfer rows" if rows else ""
+    return (f"  [{task} seed {seed}] k={t.k} n={t.n} m={t.m}: teacher val {t.teacher_val:.2f}{many}, "
             f"student val {t.student_val:.2f}{base}")
 
 
@@ -159,7 +168,8 @@ def seed_result(bb: Backbone, prep: Prepared, opts: HeadOptions, seed: int, tria
         return dev_scores(lambda s: predict_head(head, prep.caches[f"dev:{s}"], k), prep)
 
     result = SeedResult(seed, k, trial.n, trial.m, [t.record() for t in tried],
-                        trial.head_result("teacher", dev(trial.teacher)), trial.head_result("student", dev(trial.student)))
+                        trial.head_result("teacher", dev(trial.teacher)), trial.head_result("student", dev(trial.student)),
+                        recipe=trial.recipe)
     if opts.full_baseline:
         result.full = full_result(bb, prep, opts, seed, log) if full is None else full(seed)
     return ScoredSeed(result, trial)
