@@ -8,7 +8,6 @@ afterwards loads the repository as it now is; ``list-heads`` counts readiness pe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -202,10 +201,13 @@ def test_two_fleet_operations_at_once_are_serialised_by_the_lock_and_both_land(f
 
 
 class KilledBeforeLoading(ServerControl):
-    """A real replica whose tritonserver is SIGKILLed just before it is asked to load ``model`` (no clean shutdown).
+    """A real replica SIGKILLed just before it is asked to load ``model``: no clean shutdown, as when its container dies.
 
-    The launcher ``exec``s the server, so the process the fleet started *is* tritonserver (``exe`` says so);
-    its Python-backend stubs, left orphaned as after an OOM kill, are killed after the operation (``reap``)."""
+    The launcher ``exec``s the server, so the process the fleet started *is* tritonserver (``exe`` says so). The
+    kill takes its process group, i.e. tritonserver and its Python-backend stubs: a stub started after the server
+    came up inherits the server's sockets (the listening one and every accepted connection), so killing
+    tritonserver alone leaves them open and a request in flight there hangs until the client gives up (seen:
+    one ``timed out`` 60 s after the kill) instead of failing over."""
 
     def __init__(self, process, model: str, **kw):
         super().__init__(process.http_url, **kw)
@@ -215,14 +217,10 @@ class KilledBeforeLoading(ServerControl):
         proc = self.process.proc
         if model == self.model and proc.poll() is None:
             self.exe = os.path.basename(os.readlink(f"/proc/{proc.pid}/exe"))
-            os.kill(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # started with start_new_session: its group id is its pid
             proc.wait(timeout=30)
             self.killed_at = time.monotonic()
         super().load(model)
-
-    def reap(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.proc.pid, signal.SIGKILL)
 
 
 def test_a_replica_lost_mid_add_rolls_every_replica_and_the_files_back(fleet, new_heads, capsys):
@@ -237,7 +235,6 @@ def test_a_replica_lost_mid_add_rolls_every_replica_and_the_files_back(fleet, ne
         with pytest.raises(ServerUnavailable, match=rf"replica {last.url}: load multitask: cannot reach Triton.*"
                                                     r"rolled back: restore multitask, unload qnli, unload head_qnli"):
             add_head(new_heads["qnli"], repo, fc)
-    last.reap()
     assert last.exe == "tritonserver" and servers[-1].proc.returncode == -signal.SIGKILL
     assert load.failures == [], (load.failures[:3], [round(t - last.killed_at, 2) for t in load.failed_at])
     assert tree_digest(repo) == files and leftovers(repo) == []
