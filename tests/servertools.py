@@ -55,7 +55,7 @@ class Load:
         c = httpclient.InferenceServerClient(url)
         self.baseline = {m: self._ask(c, m) for m in traffic}
         c.close()
-        self.ok, self.failures = 0, []
+        self.ok, self.failures, self.failed_at = 0, [], []  # failed_at: time.monotonic() when each failure came
         self.stop, self.lock = threading.Event(), threading.Lock()
         self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
@@ -80,9 +80,11 @@ class Load:
                         self.ok += 1
                     else:
                         self.failures.append(f"{model}: outputs changed")
+                        self.failed_at.append(time.monotonic())
             except Exception as exc:  # noqa: BLE001 - every failure is reported
                 with self.lock:
                     self.failures.append(f"{model}: {exc}")
+                    self.failed_at.append(time.monotonic())
         c.close()
 
     def __enter__(self):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import subprocess
 import threading
 import time
 
@@ -10,6 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from repotools import tree_digest
 from servertools import execution_counts, infer
 from trunkserve.client.api import TrunkserveClient
 from trunkserve.fleet.local import FleetError, LocalFleet, haproxy_config
@@ -151,3 +156,49 @@ def test_locust_drives_the_fleet_through_the_balancer(fleet, tmp_path, protocol)
                      fleet.http_url, fleet.grpc_url, tmp_path)
     assert len(run.records) > 10, run.log[-2000:]
     assert all(r.ok for r in run.records), [r.error for r in run.records if not r.ok][:3]
+
+
+def _perf_analyzer() -> str | None:
+    return os.environ.get("TRUNKSERVE_PERF_ANALYZER") or shutil.which("perf_analyzer")
+
+
+@pytest.mark.skipif(_perf_analyzer() is None, reason="no perf_analyzer ($TRUNKSERVE_PERF_ANALYZER or PATH; docs/fleet.md "
+                                                     "says how to get one)")
+def test_perf_analyzer_through_the_balancer_reports_throughput_and_no_error(fleet, tmp_path, capsys):
+    """Triton's own load generator, pointed at the balancer as at one server: real text into ``multitask``."""
+    data = tmp_path / "input.json"
+    data.write_text(json.dumps({"data": [{"text": ["a gripping, beautifully acted film."], "text_pair": [""]},
+                                         {"text": ["the food was cold."], "text_pair": ["it was cold"]}]}))
+    csv = tmp_path / "perf.csv"
+    p = subprocess.run([_perf_analyzer(), "-m", "multitask", "-u", fleet.http_url, "-i", "http", "--input-data", str(data),
+                        "--concurrency-range", "2", "--measurement-interval", "2000", "--max-trials", "3",
+                        "--stability-percentage", "1000", "-f", str(csv)], capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    throughput = re.search(r"Concurrency: 2, throughput: ([0-9.]+) infer/sec", out)
+    assert throughput and float(throughput.group(1)) > 0, out[-3000:]
+    assert not re.search(r"(?i)error|failed", out), out[-3000:]
+    header, row = csv.read_text().splitlines()[:2]
+    assert float(dict(zip(header.split(","), row.split(",")))["Inferences/Second"]) > 0
+    with capsys.disabled():
+        print(f"\n[fleet] perf_analyzer through the balancer, multitask, concurrency 2:\n{p.stdout[-1500:]}")
+
+
+def test_the_add_time_benchmark_times_one_server_and_a_fleet(built_repo, new_heads, tmp_path):
+    """``python -m trunkserve.export.fleet_bench`` on a tiny run: its report's shape, the repository untouched."""
+    if not shutil.which("haproxy"):
+        pytest.skip("haproxy (Debian package) is installed by .ci/run")
+    from trunkserve.export.fleet_bench import main
+
+    files, out = tree_digest(built_repo.repo), tmp_path / "add-time.json"
+    assert main(["--repo", str(built_repo.repo), "--head", str(new_heads["qnli"]), "--replicas", "2", "--repeat", "1",
+                 "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    report = json.loads(out.read_text())
+    assert report["replicas"] == 2 and report["repeat"] == 1 and report["head"] == "qnli"
+    for side in ("single", "fleet"):
+        assert len(report[side]["times_s"]) == 1 and report[side]["median_s"] == report[side]["min_s"] > 0
+    assert report["ratio_median"] == round(report["fleet"]["median_s"] / report["single"]["median_s"], 2)
+    assert report["meets_target"] == (report["ratio_median"] < report["target_ratio"] == 2.0)
+    assert tree_digest(built_repo.repo) == files, "the benchmark works on copies"
+    repo = tmp_path / "work" / "fleet" / "model_repository"
+    assert not (repo / "head_qnli").exists() and not (repo / "qnli").exists(), "every add was removed again"

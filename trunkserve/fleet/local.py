@@ -148,7 +148,18 @@ class LocalFleet:
         cfg.write_text(haproxy_config(self.servers, self.http_port, self.grpc_port, self.stats_port))
         return cfg
 
-    def _start_balancer(self) -> None:
+    def _start_balancer(self, tries: int = 3) -> None:
+        """HAProxy on the fleet's ports; where one of them was taken since it was picked (``free_port`` cannot hold
+        a port, and any outgoing connection may get it as its source port), on fresh ones."""
+        for attempt in range(tries):
+            try:
+                return self._run_balancer()
+            except FleetError as exc:
+                if "Address already in use" not in str(exc) or attempt == tries - 1:
+                    raise
+                self.http_port, self.grpc_port, self.stats_port = free_port(), free_port(), free_port()
+
+    def _run_balancer(self) -> None:
         cfg, log = self.write_balancer_config(), self.workdir / "haproxy.log"
         check = subprocess.run([_tool("haproxy"), "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode != 0:
