@@ -8,6 +8,7 @@ hot-swap operations only say what to load and in which order.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -57,12 +58,25 @@ class ServerControl:
         if protocol == "http":
             import tritonclient.http as mod
 
-            self.client = mod.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self._make = lambda: mod.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
         else:
             import tritonclient.grpc as mod
 
-            self.client = mod.InferenceServerClient(url)
+            self._make = lambda: mod.InferenceServerClient(url)
         self.mod = mod
+        self._local, self._clients, self._lock = threading.local(), [], threading.Lock()
+        self.client  # noqa: B018 - made now, so a bad URL fails here as it always did
+
+    @property
+    def client(self):
+        """This thread's client: the HTTP client (geventhttpclient) must not be used from another thread than the
+        one that made it, and a fleet operation calls each replica from its own worker thread."""
+        made = getattr(self._local, "client", None)
+        if made is None:
+            made = self._local.client = self._make()
+            with self._lock:
+                self._clients.append(made)
+        return made
 
     # every call goes through here so errors come out typed and say what was attempted
     def _call(self, what: str, fn: Callable, *args, **kwargs):
@@ -148,7 +162,11 @@ class ServerControl:
         return {o: result.as_numpy(o) for o in outputs}
 
     def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:
-            pass
+        with self._lock:
+            clients, self._clients = self._clients, []
+        self._local = threading.local()
+        for c in clients:
+            try:
+                c.close()
+            except Exception:
+                pass

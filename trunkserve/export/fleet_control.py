@@ -13,6 +13,7 @@ for the report.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -81,7 +82,7 @@ class Replica:
 
 
 class FleetControl:
-    """Every replica's repository API as one ``ServerControl``: each call on each active replica in turn.
+    """Every replica's repository API as one ``ServerControl``: each call on every active replica at once.
 
     ``check`` reaches every replica first: unreachable ones raise
     ``ReplicasUnreachable`` before anything changes, or are skipped (and
@@ -99,6 +100,7 @@ class FleetControl:
         self.phase, self.failure = "change", ""
         self.url = ", ".join(r.url for r in self.replicas)
         self.protocol = servers[0].protocol
+        self._workers: dict[str, ThreadPoolExecutor] = {}
 
     def active(self) -> list[Replica]:
         return [r for r in self.replicas if r.status == "active"]
@@ -146,23 +148,31 @@ class FleetControl:
             self.phase, self.failure = "undo", f"{step}: {exc}"
 
     def _each(self, action: str, model: str, call: Callable[[ServerControl], object]) -> list[tuple[Replica, object]]:
-        """``call`` on each active replica in turn, logged; while changing, the first failure raises (named);
-        while undoing, every replica is tried and a lost one is left to restart from the repository."""
-        out, failed, phase = [], [], self.phase
-        for r in self.active():
-            try:
-                out.append((r, call(r.server)))
-            except HotswapError as exc:
-                r.events.append(Event(phase, action, model, False, str(exc)))
-                if isinstance(exc, ServerUnavailable):
-                    r.status = "lost"
-                if phase == "change":
-                    self.rolling_back(f"replica {r.url}", exc)
-                    raise type(exc)(f"replica {r.url}: {exc}") from exc
-                if r.status != "lost":
-                    failed.append(f"{r.url}: {exc}")
+        """``call`` on every active replica at once, logged in replica order; while changing, any failure raises
+        (the first replica's, named) once every call has returned, so the undo log sees each replica's state;
+        while undoing, every replica is tried and a lost one is left to restart from the repository.
+
+        Why at once: a step's loads and canaries are the slow part of a fleet operation, and the replicas are
+        separate machines; the steps stay in order, so no replica switches before every one has passed."""
+        active, phase = self.active(), self.phase
+        outcomes = _fan_out(call, [r.server for r in active], [self._worker(r) for r in active])
+        out, failed, first = [], [], None
+        for r, (ok, value) in zip(active, outcomes):
+            if ok:
+                r.events.append(Event(phase, action, model, True))
+                out.append((r, value))
                 continue
-            r.events.append(Event(phase, action, model, True))
+            r.events.append(Event(phase, action, model, False, str(value)))
+            if isinstance(value, ServerUnavailable):
+                r.status = "lost"
+            if phase == "change":
+                first = first or (r, value)
+            elif r.status != "lost":
+                failed.append(f"{r.url}: {value}")
+        if first:
+            r, exc = first
+            self.rolling_back(f"replica {r.url}", exc)
+            raise type(exc)(f"replica {r.url}: {exc}") from exc
         if failed:
             raise HotswapError(f"{action} {model} failed on {len(failed)} replica(s): " + "; ".join(failed))
         return out
@@ -230,8 +240,18 @@ class FleetControl:
         where = self.failure or str(error)
         return f"fleet: {len(rows)} replicas ({said}); failed at {where}"
 
+    def _worker(self, replica: Replica) -> ThreadPoolExecutor:
+        """One thread per replica for the fleet's lifetime, so each replica's calls use one client (``client``)."""
+        if replica.url not in self._workers:
+            self._workers[replica.url] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"replica-{replica.url}")
+        return self._workers[replica.url]
+
     def close(self) -> None:
         for r in self.replicas:
+            w = self._workers.pop(r.url, None)
+            if w is not None:
+                w.submit(r.server.close).result()  # the worker's own client, closed in its thread
+                w.shutdown()
             r.server.close()
 
 
@@ -257,3 +277,16 @@ def connect(urls: Sequence[str] = (), urls_file=None, protocol: str = "http", ad
     if not (skip_unreachable or is_fleet(urls, urls_file)):
         return servers[0]
     return FleetControl(servers, skip_unreachable=skip_unreachable)
+
+
+def _fan_out(call: Callable[[ServerControl], object], servers: Sequence[ServerControl],
+             workers: Sequence[ThreadPoolExecutor]) -> list[tuple[bool, object]]:
+    """``call`` on each server in its own worker thread: (True, result) or (False, the ``HotswapError`` it raised)."""
+    def one(server: ServerControl) -> tuple[bool, object]:
+        try:
+            return True, call(server)
+        except HotswapError as exc:
+            return False, exc
+
+    futures = [w.submit(one, s) for s, w in zip(servers, workers)]
+    return [f.result() for f in futures]

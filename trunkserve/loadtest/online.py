@@ -22,7 +22,7 @@ from trunkserve.client.transport import text_inputs
 from .latency import Latency, _client, capacity, closed_loop, open_loop
 
 #: Offered rates as fractions of the closed-loop saturation throughput.
-FRACTIONS = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def planned_rates(saturation: float | None, start: float = 5.0, factor: float = 1.6, points: int = 8) -> list[float]:
