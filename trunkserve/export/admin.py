@@ -78,6 +78,11 @@ class ServerControl:
                 self._clients.append(made)
         return made
 
+    @client.setter
+    def client(self, value) -> None:
+        """This thread's client set by hand (a stand-in at the network boundary in unit tests)."""
+        self._local.client = value
+
     # every call goes through here so errors come out typed and say what was attempted
     def _call(self, what: str, fn: Callable, *args, **kwargs):
         try:
