@@ -13,6 +13,7 @@ OnnxModel, TokenizerModel, initialize, execute
 
 # onnxruntime.SessionOptions: settings read by ONNX Runtime (serving/onnx_runtime.py).
 _.graph_optimization_level, _.intra_op_num_threads, _.inter_op_num_threads
+_.enable_profiling, _.profile_file_prefix  # ONNX Runtime session options read by ORT (loadtest/flops.py)
 
 # argparse reads a sub-parser's formatter_class when it formats --help (export/cli.py).
 _.formatter_class

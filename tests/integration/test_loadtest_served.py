@@ -46,6 +46,7 @@ def test_locust_marks_wrong_model_as_failures_and_stops(server, tmp_path):
 
 @pytest.mark.server
 def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
+    from trunkserve.deployment.layout import group_model_folders
     from trunkserve.export.repository import scan_heads, head_model_name
     from trunkserve.loadtest.breakdown import inprocess_parts, measure_server, render
 
@@ -56,8 +57,11 @@ def test_breakdown_splits_server_cpu_by_model(server, built_repo, tmp_path):
     assert srv.cpu_ms_per_input["trunk"] > 0 and srv.requests_per_execution["trunk"] >= 1.0
     assert abs(sum(srv.cpu_ms_per_input.values()) - srv.total_ms_per_input) < 0.01
 
+    # in-process runs what multitask runs: the trunk, then one graph per head group (named as the served models)
+    groups = {f.name for f in group_model_folders(built_repo.repo)}
+    assert groups and groups <= set(srv.cpu_ms_per_input)
     inproc = inprocess_parts(built_repo.repo, inputs=24, batch_size=8)
-    assert set(inproc) == {"tokenizer", "trunk"} | heads and all(v > 0 for v in inproc.values())
+    assert set(inproc) == {"tokenizer", "trunk"} | groups and all(v > 0 for v in inproc.values())
     table = render(srv, inproc)
     assert "| trunk |" in table and "**total**" in table and "if every step did" in table
 

@@ -26,7 +26,6 @@ from .deployments import MERGED, build
 from .latency import _client, closed_loop
 from .online import saturate
 
-CACHED_MODELS = ("tokenizer", "trunk")
 
 
 def zipf_stream(corpus: Sequence[Pair], distinct: int, length: int, s: float = 1.1, seed: int = 0) -> list[Pair]:
