@@ -22,7 +22,7 @@ needs_glue = pytest.mark.skipif(not (GLUE / "SST-2/dev.tsv").exists(), reason="s
 
 @needs_glue
 def test_served_outputs_keep_example_order(built_repo):
-    pipeline = MergedPipeline(built_repo.repo)
+    pipeline = MergedPipeline(built_repo.repo, groups=False)
     rows = load_glue_task("mrpc", GLUE, splits=("dev",)).dev["dev"][:14]
     batched = served_outputs(pipeline, rows, batch_size=4)
     one = _only(pipeline, "mrpc")
@@ -38,8 +38,8 @@ def test_quantised_copy_is_int8_smaller_and_scored(built_repo, tmp_path):
     src, dst = built_repo.repo / "trunk/1/model.onnx", q / "trunk/1/model.onnx"
     assert dst.stat().st_size < src.stat().st_size / 2
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(dst)).graph.node)
-    f32, _ = dev_scores(MergedPipeline(built_repo.repo), GLUE, max_rows=24)
-    i8, metrics = dev_scores(MergedPipeline(q), GLUE, max_rows=24)
+    f32, _ = dev_scores(MergedPipeline(built_repo.repo, groups=False), GLUE, max_rows=24)
+    i8, metrics = dev_scores(MergedPipeline(q, groups=False), GLUE, max_rows=24)
     assert set(f32) == set(i8) == {"sst2", "mrpc", "stsb"}
     assert all(np.isfinite(v) for v in i8.values()) and "pearson" in metrics["stsb"]
 
@@ -316,7 +316,7 @@ def test_a_128_wide_backbone_is_quantised_and_serves_valid_outputs(narrow_repo, 
     for model in ("trunk", "head_sst2", "head_stsb"):
         assert _quantised_ops(q / model / "1/model.onnx") > 0, model
         assert all(s.size in (1, 2, 128, 512) for s in _weight_scales(q / model / "1/model.onnx"))  # per column of a 128-wide BERT
-    pipeline = MergedPipeline(q, intra_op_threads=1)
+    pipeline = MergedPipeline(q, intra_op_threads=1, groups=False)
     ids = pipeline.tokenizer.encode(["a fine film", "dull", "it was neither good nor bad"], ["", "", ""]).as_dict()
     hidden = pipeline.trunk(ids)
     assert hidden["hidden_1"].shape == (*ids["input_ids"].shape, 128)

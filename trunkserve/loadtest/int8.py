@@ -103,7 +103,7 @@ def measure_variant(name: str, repo: Path, glue_dir, max_rows, speed_s: float, b
     from .inprocess import MergedPipeline, measure
     from .deployments import model_bytes
 
-    pipeline = MergedPipeline(repo)
+    pipeline = MergedPipeline(repo, groups=False)
     scores, metrics = dev_scores(pipeline, glue_dir, max_rows)
     speed = measure(pipeline, load_corpus(None), batch_size, speed_s)
     return Variant(name, scores, metrics, speed.inputs_per_s, speed.cpu_s_per_input, round(model_bytes(repo) / 1e6, 1))
