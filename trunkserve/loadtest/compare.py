@@ -250,12 +250,12 @@ def _merged_extras(result: dict, repo: Path, n: int, m: Measurement, cfg: BenchC
                    work: Path, inputs, log) -> None:
     """In-process throughput of the same graphs, FLOPs per input, and (main N) the alternating ratio pairs."""
     from .flops import mean_flops
-    from .inprocess import MergedPipeline
+    from .inprocess import repository_tokenizer
 
     batches = cfg.inprocess_batches if n == cfg.n_main else (8, 32)
     result["inprocess"][str(n)] = inprocess(repo, cfg, batches)
     log(f"[in-process N={n}] {[r['inputs_per_s'] for r in result['inprocess'][str(n)]]} inputs/s")
-    tok = MergedPipeline(repo, groups=False).tokenizer
+    tok = repository_tokenizer(repo)  # the lengths only: no graph sessions
     lengths = [tok.encode([t], [p]).as_dict()["input_ids"].shape[1] for t, p in inputs]
     result["flops"][str(n)] = round(mean_flops(repo, lengths))
     log(f"[flops N={n}] {result['flops'][str(n)] / 1e6:.1f} MFLOP per input")

@@ -59,13 +59,18 @@ def _group_runners(repo: Path, intra_op_threads: int | None) -> list[tuple[Group
     return out
 
 
+def repository_tokenizer(repo: Path):
+    """The repository's tokenizer model, in this process (same buckets and truncation as served)."""
+    params = TokenizerParams.from_config(read_model_config(repo / TOKENIZER))
+    return load_tokenizer(repo / TOKENIZER / VERSION, params)
+
+
 class MergedPipeline:
     """tokenizer -> trunk -> every head group (``multitask``'s path), or every head one by one (``groups=False``)."""
 
     def __init__(self, repo: str | Path, intra_op_threads: int | None = 0, groups: bool = True):
         repo = Path(repo)
-        params = TokenizerParams.from_config(read_model_config(repo / TOKENIZER))
-        self.tokenizer = load_tokenizer(repo / TOKENIZER / VERSION, params)
+        self.tokenizer = repository_tokenizer(repo)
         self.trunk = GraphRunner(_session(repo, TRUNK, intra_op_threads))
         self.heads = (_group_runners(repo, intra_op_threads) if groups else []) or [
             (h.entry, GraphRunner(_session(repo, head_model_name(t), intra_op_threads))) for t, h in read_heads(repo).items()
