@@ -325,3 +325,66 @@ def test_a_128_wide_backbone_is_quantised_and_serves_valid_outputs(narrow_repo, 
     np.testing.assert_allclose(outputs["sst2"]["probabilities"].sum(axis=1), 1.0, atol=1e-5)
     assert outputs["stsb"]["score"].shape == (3, 1)
     assert all(np.isfinite(v).all() for out in outputs.values() for v in out.values())
+
+
+# ---------------------------------------------------------------- head groups: int8 in their 2-D weight products
+
+
+def _matmul_weight_ranks(path) -> dict[str, int]:
+    """Per float32 MatMul left in the graph, the rank of its constant operand (0: none)."""
+    model = onnx.load(str(path))
+    ranks = {t.name: len(t.dims) for t in model.graph.initializer}
+    return {n.name: ranks.get(n.input[1], 0) for n in model.graph.node if n.op_type == "MatMul"}
+
+
+def test_head_groups_are_quantised_in_their_2d_weight_products_and_stay_close(built_repo, tmp_path):
+    from trunkserve.deployment.layout import group_model_folders
+    from trunkserve.export.deployed import DeployedTrunk
+    from trunkserve.export.head_groups import group_outputs
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    groups = group_model_folders(q)
+    assert groups, "the test repository has head groups"
+    trunk = DeployedTrunk(q)
+    texts = [["a warm and funny film"], ["the plot is thin", "the story is weak"]]
+    for folder in groups:
+        src, dst = built_repo.repo / folder.name / "1/model.onnx", folder / "1/model.onnx"
+        assert _quantised_ops(dst) > 0 and dst.stat().st_size < 0.75 * src.stat().st_size
+        members = sum(o.name.endswith(("_logits", "_score")) for o in onnx.load(str(src)).graph.output)
+        int8 = [n for n in onnx.load(str(dst)).graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+        assert members  # the wide query, then per head the attention output and both feed-forward products
+        assert len(int8) == 1 + 3 * members, [n.name for n in int8]
+        left = _matmul_weight_ranks(dst)  # float32: the folded keys/values (3-D) and the pooler/classifier (small)
+        assert all(rank != 2 or "Gemm" in name for name, rank in left.items()), left
+        depth = int(folder.name.split("_d")[1].split("_")[0])
+        feeds = trunk.texts_feeds(texts, depth, served=True)
+        f32, i8 = group_outputs(src, feeds), group_outputs(dst, feeds)
+        assert set(f32) == set(i8)
+        for name in f32:
+            if name.endswith("probabilities"):
+                np.testing.assert_allclose(i8[name], f32[name], atol=0.1)  # int8 moves outputs, not answers' shape
+            assert not np.array_equal(i8[name], f32[name]) or name.endswith("probabilities")
+
+
+def test_trunk_only_scheme_keeps_head_groups_float32(built_repo, tmp_path):
+    from trunkserve.deployment.layout import group_model_folders
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q", "int8-trunk-matmul-per-channel")
+    for folder in group_model_folders(q):
+        assert (folder / "1/model.onnx").read_bytes() == (built_repo.repo / folder.name / "1/model.onnx").read_bytes()
+
+
+def test_a_hot_add_on_a_quantised_repository_rebuilds_its_group_in_int8(built_repo, tmp_path, new_heads):
+    import json
+
+    from trunkserve.deployment.layout import group_model_folders, model_versions
+    from trunkserve.export.hotswap import add_head
+
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    add_head(new_heads["cola"], q)
+    rebuilt = [f for f in group_model_folders(q) if len(model_versions(f)) > 1]
+    assert rebuilt, "the new head joined a group"
+    for folder in rebuilt:
+        newest = folder / str(model_versions(folder)[-1]) / "model.onnx"
+        assert _quantised_ops(newest) > 0
+    assert "served graphs" in json.loads((q / "head_cola/1/canary.json").read_text())["reference"]

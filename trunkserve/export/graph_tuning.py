@@ -106,14 +106,54 @@ def _run(path: Path, feeds=None, sizes: GraphSizes = GraphSizes()):
     return feeds, sess.run(None, feeds)
 
 
+def materialise_shared_weights(path: str | Path) -> int:
+    """Give every ``Identity`` of a constant its own copy of the constant, in place; returns how many.
+
+    Why: the ONNX exporter stores equal weights once and reads the others through
+    ``Identity``; the quantiser only quantises a product whose weight is a constant, so a
+    head whose weights equal another's would otherwise stay float32.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = {t.name: t for t in graph.initializer}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in consts]
+    for node in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(consts[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    if shared:
+        onnx.save(model, str(path))
+    return len(shared)
+
+
+def weight_matmuls(path: str | Path) -> list[str]:
+    """The MatMul nodes of a graph whose second operand is a constant 2-D weight.
+
+    Why: ONNX Runtime's DynamicQuantizeMatMul refuses a 3-D constant at run time, and a head
+    group's absorbed attention holds its heads' folded keys and values as [G*n, ...] stacks;
+    its 2-D products (the wide query, each head's output projection and feed-forward layer)
+    are most of its bytes, and the bytes are what a group costs at serving batch sizes.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    two_d = {t.name for t in graph.initializer if len(t.dims) == 2}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in two_d]
+
+
 def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: GraphSizes = GraphSizes(),
                atol: float | None = FUSED_ATOL, per_channel: bool = False,
-               op_types: Sequence[str] | None = None) -> GraphChange:
+               op_types: Sequence[str] | None = None, weights_2d_only: bool = False) -> GraphChange:
     """Fuse and/or quantise one graph in place.
 
     ``sizes``: the backbone's (``repository_sizes``); unknown ones are read from the graph.
     ``per_channel``: one int8 scale per output column of each weight; ``op_types``: the
-    operators to quantise (default: every type ``quantize_dynamic`` handles).
+    operators to quantise (default: every type ``quantize_dynamic`` handles);
+    ``weights_2d_only``: only the products of ``weight_matmuls`` (head groups).
     """
     from onnxruntime.transformers import optimizer
 
@@ -133,8 +173,14 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: Gra
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = path.with_suffix(".q.onnx")
+            if weights_2d_only:
+                materialise_shared_weights(path)
+            nodes = weight_matmuls(path) if weights_2d_only else None
+            if nodes == []:
+                raise GraphMismatchError(f"{path}: no MatMul with a constant 2-D weight to quantise")
             quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=list(op_types) if op_types else None,
+                             op_types_to_quantize=["MatMul"] if nodes else (list(op_types) if op_types else None),
+                             nodes_to_quantize=nodes,
                              extra_options={"DefaultTensorType": 1})  # 1 = FLOAT
             tmp.replace(path)
         _, out = _run(path, feeds)
@@ -148,11 +194,13 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: Gra
 
 
 def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False, per_channel: bool = False,
-                    models: Sequence[str] | None = None, op_types: Sequence[str] | None = None) -> list[GraphChange]:
+                    models: Sequence[str] | None = None, op_types: Sequence[str] | None = None,
+                    weights_2d_only: Sequence[str] = ()) -> list[GraphChange]:
     """Tune the ONNX graphs of ``repo`` in place: every model's, or only those of ``models`` (folder names).
 
     Every version folder's graph, not only the first: a head swapped in later is served too.
-    ``quantize`` skips the parity bound (see the int8 report).
+    ``quantize`` skips the parity bound (see the int8 report). Models in ``weights_2d_only``
+    quantise only their constant 2-D weight products (``tune_graph``).
     """
     changes = []
     sizes = repository_sizes(repo)
@@ -160,7 +208,8 @@ def tune_repository(repo: str | Path, fuse: bool = True, quantize: bool = False,
         if not path.parent.name.isdigit() or (models is not None and path.parent.parent.name not in models):
             continue
         changes.append(tune_graph(path, fuse=fuse, quantize=quantize, atol=None if quantize else FUSED_ATOL,
-                                  sizes=sizes, per_channel=per_channel, op_types=op_types))
+                                  sizes=sizes, per_channel=per_channel, op_types=op_types,
+                                  weights_2d_only=path.parent.parent.name in weights_2d_only))
     if not changes:
         raise RepositoryError(f"{repo}: no <model>/<version>/model.onnx to tune")
     return changes

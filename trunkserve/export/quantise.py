@@ -89,12 +89,11 @@ def _quantise_in_place(repo: Path, how: QuantScheme) -> None:
     root.setLevel(logging.ERROR)  # quantize_dynamic warns once per graph about optional pre-processing
     try:
         quantised.keep_float32_trunk(repo)
-        # head groups stay float32: their stacked [G, ...] weights are 3-D, which ONNX Runtime's
-        # DynamicQuantizeMatMul refuses at run time (head group weights are small next to the trunk's)
-        models = [d.name for d in repo.iterdir() if d.is_dir() and not d.name.startswith(GROUP_PREFIX)]
+        models = [d.name for d in repo.iterdir() if d.is_dir()]
+        groups = [m for m in models if m.startswith(GROUP_PREFIX)]
         graph_tuning.tune_repository(repo, fuse=False, quantize=True, per_channel=how.per_channel,
                                      models=(TRUNK,) if how.trunk_only else models,
-                                     op_types=("MatMul",) if how.matmul_only else None)
+                                     op_types=("MatMul",) if how.matmul_only else None, weights_2d_only=groups)
     finally:
         root.setLevel(level)
     quantised.mark_quantised(repo, how.name)

@@ -26,14 +26,15 @@ from trunkserve.artifacts import read_canary, write_canary
 from trunkserve.canary import CANARY_ATOL
 from trunkserve.deployment.params import trunk_quantisation
 
-from . import configs
+from . import configs, graph_tuning
 from .configs import MODEL_FILES, PYTHON_ORT
 from .deployed import DeployedTrunk, onnx_session
 from .names import FLOAT32_REFERENCE, QUANTISATION, TRUNK, VERSION, head_model_name
+from .quant_schemes import scheme_named
 from .repository import scan_heads
 
-__all__ = ["FLOAT32_REFERENCE", "QUANTISATION", "keep_float32_trunk", "mark_quantised", "rederive_canaries",
-           "served_reference", "trunk_quantisation"]
+__all__ = ["FLOAT32_REFERENCE", "QUANTISATION", "keep_float32_trunk", "mark_quantised", "quantise_group",
+           "rederive_canaries", "served_reference", "trunk_quantisation"]
 
 
 def keep_float32_trunk(repo: str | Path) -> Path:
@@ -73,3 +74,17 @@ def rederive_canaries(repo: str | Path, scheme: str) -> None:
             names = list(canary["outputs"])
             got = dict(zip(names, sess.run(names, trunk.texts_feeds(canary["texts"], entry.branch_layer, served=True))))
             write_canary(version, served_reference(canary, got, scheme))
+
+
+def quantise_group(path: str | Path, scheme: str, repo: str | Path) -> bool:
+    """Quantise a (validated, float32) head group graph as ``quantise`` did the repository's; False if the scheme keeps heads float32.
+
+    Why at every rebuild: a group rebuilt by a hot-add on a quantised repository would
+    otherwise serve float32, slower and unlike the group it replaces.
+    """
+    how = scheme_named(scheme)
+    if how.trunk_only:
+        return False
+    graph_tuning.tune_graph(Path(path), fuse=False, quantize=True, atol=None, per_channel=how.per_channel,
+                            sizes=graph_tuning.repository_sizes(repo), weights_2d_only=True)
+    return True

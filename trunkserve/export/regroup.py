@@ -37,7 +37,7 @@ from .errors import RepositoryError
 from .head_groups import group_outputs, multitask_groups, write_group_model
 from .inspection import compare_canary
 from .operation import Operation, rewrite_multitask, served_canary
-from .quantised import served_reference
+from .quantised import quantise_group, served_reference
 from .transaction import move_in, move_out, restore, snapshot
 
 #: Group versions kept on disk after an operation: the served one and the one before it.
@@ -183,14 +183,16 @@ class Regroup:
                                   "a repository built before head groups needs rebuilding (export build)") from exc
         path = staged / change.name / str(change.version) / MODEL_FILES[PYTHON_ORT]
         scheme = self.trunk.quantisation
+        if scheme:
+            quantise_group(path, scheme, self.op.repo)
         for task, folder in zip(change.after, folders):
             canary = read_canary(folder)
             if canary is None:
                 continue
             got = group_outputs(path, self.trunk.texts_feeds(canary["texts"], change.depth, served=bool(scheme)))
             if scheme:
-                # a quantised repository's head canaries are its int8 head graphs' own outputs; the (float32)
-                # group, held to the heads at 1e-4 above, gets its own reference from the served trunk likewise
+                # a quantised repository's head canaries are its int8 head graphs' own outputs; the group, held to
+                # the heads at 1e-4 in float32 before it was quantised, gets its own reference from its served graphs likewise
                 self.references[task] = served_reference(canary, {n: got[f"{task}_{n}"] for n in canary["outputs"]},
                                                          scheme)
             else:
