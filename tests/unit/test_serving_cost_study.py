@@ -91,3 +91,28 @@ def test_the_report_still_renders_a_result_recorded_before_the_online_sections(t
     result = json.loads((ROOT / "reports" / "serving-cost.json").read_text())
     text = write_report(result, tmp_path).read_text()
     assert "## Sweep over N" in text and "## Targets" in text
+
+
+def _int8_products(path) -> int:
+    import onnx
+
+    return sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(path)).graph.node)
+
+
+def test_compare_builds_both_deployments_int8_when_asked(tmp_path):
+    from trunkserve.deployment.layout import group_model_folders
+    from trunkserve.export.configs import ServingOptions
+    from trunkserve.export.errors import QuantisationError
+    from trunkserve.export.quantised import trunk_quantisation
+    from trunkserve.loadtest.deployments import MERGED, SINGLE, build
+
+    with pytest.raises(QuantisationError, match="unknown quantisation scheme"):
+        build(MERGED, 2, tmp_path / "bad", ServingOptions(), quantise="int4")
+    assert not (tmp_path / "bad").exists()
+    merged = build(MERGED, 2, tmp_path, ServingOptions(), quantise="int8-matmul-per-channel")
+    assert trunk_quantisation(merged) == "int8-matmul-per-channel"
+    assert _int8_products(merged / "trunk/1/model.onnx") and group_model_folders(merged)
+    assert all(_int8_products(g / "1/model.onnx") for g in group_model_folders(merged))
+    single = build(SINGLE, 1, tmp_path, ServingOptions(), quantise="int8-matmul-per-channel")
+    graphs = sorted(single.glob("*/1/model.onnx"))
+    assert graphs and all(_int8_products(g) for g in graphs if g.stat().st_size > 10_000_000)

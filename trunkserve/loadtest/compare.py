@@ -291,7 +291,7 @@ def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_pa
                 result["skipped"].append({"deployment": kind, "n": n, "why": f"N > --single-max-n {cfg.single_max_n}"})
                 continue
             t = time.time()
-            repo = build(kind, n, work, options)
+            repo = build(kind, n, work, options, quantise=cfg.quantise)
             log(f"[{kind} N={n}] built in {time.time() - t:.0f}s; measuring")
             after = _curve_after(cfg, inputs, f"{kind} N={n}", log) if n in cfg.curves else None
             m = measure(repo, kind, n, cfg, work / "runs", after)
@@ -305,7 +305,7 @@ def run_benchmark(cfg: BenchConfig, options: ServingOptions, work: Path, json_pa
     if cfg.compare_old:
         from .latency import OLD_DEFAULTS
 
-        repo = build(MERGED, cfg.n_main, work / "old-defaults", replace(options, **OLD_DEFAULTS))
+        repo = build(MERGED, cfg.n_main, work / "old-defaults", replace(options, **OLD_DEFAULTS), quantise=cfg.quantise)
         result["old_defaults"] = asdict(measure(repo, MERGED, cfg.n_main, cfg, work / "runs-old"))
         log(f"[old 20 ms windows N={cfg.n_main}] best {_best_of(result['old_defaults'])} inputs/s")
     if cfg.cache_study:
@@ -329,6 +329,9 @@ def main(argv=None) -> int:
     p.add_argument("--latency-bound-ms", type=float, default=100.0, help="p99 bound of the open-loop capacity")
     p.add_argument("--no-cache-study", action="store_true", help="skip the response cache on a Zipf stream")
     p.add_argument("--no-compare-old", action="store_true", help="skip the main N built with the old 20 ms windows")
+    p.add_argument("--quantise", default="", metavar="SCHEME", help=(
+        "build every repository int8 with this scheme (export quantise --scheme; merged: trunk, heads and head "
+        "groups; single-task: its full models); default float32"))
     p.add_argument("--users", default=",".join(map(str, DEFAULT_STEPS)), help="closed-loop user steps")
     p.add_argument("--step-s", type=float, default=8.0)
     p.add_argument("--p99-bound-ms", type=float, default=500.0)
@@ -350,7 +353,7 @@ def main(argv=None) -> int:
         ratio_repeats=(0 if args.quick else 3) if args.ratio_repeats is None else args.ratio_repeats,
         single_max_n=args.single_max_n, curves=[] if args.quick else ints(args.curves), curve_s=args.curve_s,
         latency_bound_ms=args.latency_bound_ms, cache_study=not (args.quick or args.no_cache_study),
-        compare_old=not (args.quick or args.no_compare_old),
+        compare_old=not (args.quick or args.no_compare_old), quantise=args.quantise,
     )
     try:
         result = run_benchmark(cfg, serving_options(args), args.work, args.out / "serving-cost.json")

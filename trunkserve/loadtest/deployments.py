@@ -50,17 +50,41 @@ def make_heads(tasks: Sequence[TaskSpec], root: str | Path, depths: Sequence[int
     return out
 
 
-def build(kind: str, n: int, work: str | Path, options: ServingOptions, depths: Sequence[int] = DEFAULT_DEPTHS) -> Path:
+def build(kind: str, n: int, work: str | Path, options: ServingOptions, depths: Sequence[int] = DEFAULT_DEPTHS,
+          quantise: str = "") -> Path:
+    """The deployment's repository for N tasks under ``work``; ``quantise``: an int8 scheme (``export.quant_schemes``).
+
+    Quantised, merged is ``export.quantise``'s copy (trunk, heads and head groups) and single-task's
+    full models get the same scheme's settings, so that the two stay comparable.
+    """
+    from trunkserve.export.quant_schemes import scheme_named
+
+    how = scheme_named(quantise) if quantise else None  # an unknown scheme fails before anything is built
     work = Path(work)
     tasks = task_list(n)
     out = work / f"{kind}-{n}"
+    if kind not in DEPLOYMENTS:
+        raise ValueError(f"deployment must be one of {DEPLOYMENTS}")
+    built = out.with_name(f"{out.name}-float32") if how else out
     if kind == MERGED:
         heads = make_heads(tasks, work / "heads", depths)
-        build_repository(heads, out=out, depths=depths, options=options)
-    elif kind == SINGLE:
-        build_baseline_repository(tasks, out=out, options=options)
+        build_repository(heads, out=built, depths=depths, options=options)
     else:
-        raise ValueError(f"deployment must be one of {DEPLOYMENTS}")
+        build_baseline_repository(tasks, out=built, options=options)
+    if how is None:
+        return out
+    if kind == MERGED:
+        from trunkserve.export.quantise import quantised_copy
+
+        return quantised_copy(built, out, how.name, overwrite=True)
+    import shutil
+
+    from trunkserve.export.graph_tuning import tune_repository
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(built, out)
+    tune_repository(out, fuse=False, quantize=True, per_channel=how.per_channel,
+                    op_types=("MatMul",) if how.matmul_only else None)
     return out
 
 

@@ -88,6 +88,9 @@ def _header(result: dict, name: str) -> list[str]:
         "",
         f"Serving options: `{json.dumps(result['options'])}`",
         "",
+        *([f"Graphs: **int8, scheme `{cfg['quantise']}`** (`export quantise`; merged: trunk, heads and head groups; "
+           "single-task: its full models); the in-process reference runs the same int8 graphs.", ""]
+          if cfg.get("quantise") else []),
         f"Machine at start: load average {', '.join(f'{x:.2f}' for x in mb.get('loadavg', []))} on {mb.get('cpus')} CPUs; "
         + (f"**other busy processes: {hot}** (numbers are affected)" if hot else "no other busy process."),
         "",
