@@ -388,3 +388,14 @@ def test_a_hot_add_on_a_quantised_repository_rebuilds_its_group_in_int8(built_re
         newest = folder / str(model_versions(folder)[-1]) / "model.onnx"
         assert _quantised_ops(newest) > 0
     assert "served graphs" in json.loads((q / "head_cola/1/canary.json").read_text())["reference"]
+
+
+@needs_glue
+def test_scores_through_the_groups_equal_the_per_head_scores_in_float32(built_repo, tmp_path):
+    from trunkserve.loadtest.int8 import multitask_dev_scores
+
+    per_head, _ = dev_scores(MergedPipeline(built_repo.repo, groups=False), GLUE, max_rows=40)
+    assert multitask_dev_scores(built_repo.repo, GLUE, max_rows=40) == per_head
+    q = quantised_copy(built_repo.repo, tmp_path / "q")
+    grouped = multitask_dev_scores(q, GLUE, max_rows=40)
+    assert set(grouped) == set(per_head) and all(np.isfinite(v) for v in grouped.values())

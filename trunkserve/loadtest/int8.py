@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +40,7 @@ class Variant:
     inputs_per_s: float
     cpu_s_per_input: float
     model_mb: float
+    multitask_scores: dict[str, float] = field(default_factory=dict)  # through the head groups (``multitask``'s path)
 
 
 def served_outputs(pipeline, examples: Sequence, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -78,6 +79,37 @@ def dev_scores(pipeline, glue_dir: Path | None, max_rows: int | None = None) -> 
     return scores, metrics
 
 
+def multitask_dev_scores(repo: Path, glue_dir: Path | None, max_rows: int | None = None) -> dict[str, float]:
+    """Each task's GLUE dev score through the head groups, the graphs ``multitask`` serves; {} without groups.
+
+    Why beside ``dev_scores``: a quantised repository quantises its groups on their own, and a
+    group computes its members together, so the per-task ensembles' scores do not vouch for it.
+    """
+    from trunkserve.deployment.reader import read_heads
+    from trunkserve.specs import LOGITS, SCORE
+    from trunkserve.training.data.glue import load_glue_task
+    from trunkserve.training.metrics import compute_metrics, headline
+
+    from .inprocess import GroupBranch, MergedPipeline
+
+    pipeline = MergedPipeline(repo, groups=True)
+    if not all(isinstance(e, GroupBranch) for e, _ in pipeline.heads):
+        return {}
+    scores = {}
+    for task, head in read_heads(repo).items():
+        data = load_glue_task(task, glue_dir, splits=("dev",))
+        rows = next(iter(data.dev.values()))
+        rows = rows[:max_rows] if max_rows else rows
+        key = f"{task}_{SCORE if head.entry.task_type == 'regression' else LOGITS}"
+        outputs = None
+        for idx, ids in pipeline.indexed_batches([(r.text, r.text_pair or "") for r in rows], 32):
+            y = next(r[key] for r in pipeline.run(ids) if key in r)
+            outputs = np.zeros((len(rows), y.shape[1]), np.float32) if outputs is None else outputs
+            outputs[idx] = y
+        scores[task] = round(headline(compute_metrics(data.metric, outputs, np.array([r.label for r in rows]))), 2)
+    return scores
+
+
 def _only(pipeline, task: str):
     """A view of ``pipeline`` that runs one head (the others' dev sets are scored separately)."""
     import copy
@@ -106,7 +138,8 @@ def measure_variant(name: str, repo: Path, glue_dir, max_rows, speed_s: float, b
     pipeline = MergedPipeline(repo, groups=False)
     scores, metrics = dev_scores(pipeline, glue_dir, max_rows)
     speed = measure(pipeline, load_corpus(None), batch_size, speed_s)
-    return Variant(name, scores, metrics, speed.inputs_per_s, speed.cpu_s_per_input, round(model_bytes(repo) / 1e6, 1))
+    return Variant(name, scores, metrics, speed.inputs_per_s, speed.cpu_s_per_input, round(model_bytes(repo) / 1e6, 1),
+                   multitask_dev_scores(repo, glue_dir, max_rows))
 
 
 def int8_cost(heads: Sequence[Path], work: Path, glue_dir=None, max_rows: int | None = None, speed_s: float = 8.0,
@@ -160,10 +193,28 @@ def markdown(res: dict) -> str:
     cells = " | ".join(f"**{avg[v['name']]:.2f} ({avg[v['name']] - avg[f['name']]:+.2f})**" for v in quantised)
     lines += [
         f"| **average** | | **{avg[f['name']]:.2f}** | {cells} |", "",
+        *_multitask_table(res["variants"], tasks),
         "| variant | inputs/s | CPU s / input | model MB on disk |", "|---|---|---|---|",
         *(f"| {v['name']} | {v['inputs_per_s']} | {v['cpu_s_per_input']} | {v['model_mb']} |" for v in res["variants"]), "",
     ]
     return "\n".join(lines)
+
+
+def _multitask_table(variants: Sequence[dict], tasks: Sequence[str]) -> list[str]:
+    """Scores through the head groups (``multitask``), where the run recorded them: each variant's change from float32."""
+    if not all(v.get("multitask_scores") for v in variants):
+        return []
+    f = variants[0]["multitask_scores"]
+    lines = ["Through the head groups (`multitask`'s graphs; each group quantised on its own):", "",
+             "| task | float32 | " + " | ".join(f"{v['name']} (change)" for v in variants[1:]) + " |",
+             "|---|---|" + "---|" * (len(variants) - 1)]
+    for t in tasks:
+        lines.append(f"| {t} | {f[t]:.2f} | "
+                     + " | ".join(f"{v['multitask_scores'][t]:.2f} ({v['multitask_scores'][t] - f[t]:+.2f})" for v in variants[1:]) + " |")
+    means = [float(np.mean([v["multitask_scores"][t] for t in tasks])) for v in variants]
+    lines.append(f"| **average** | **{means[0]:.2f}** | "
+                 + " | ".join(f"**{m:.2f} ({m - means[0]:+.2f})**" for m in means[1:]) + " |")
+    return lines + [""]
 
 
 def _parser() -> argparse.ArgumentParser:
