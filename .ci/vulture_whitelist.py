@@ -37,3 +37,4 @@ run_batched  # serving.batching: reports/microbench/batching.py and tests/unit/t
 compose_haproxy_config  # fleet.local: tests/unit/test_docker.py regenerates docker/haproxy.cfg with it and compares
 triton_version  # ngc: tests/unit/test_docker.py checks docker/Dockerfile's base image with it
 run_seed     # training.trials: tests/unit/test_training_heads.py only (training/ is being restructured: decide there)
+multitask_scores  # loadtest.int8.Variant: written through asdict, read by the markdown as a dict key
