@@ -106,12 +106,15 @@ def _run(path: Path, feeds=None, sizes: GraphSizes = GraphSizes()):
     return feeds, sess.run(None, feeds)
 
 
-def materialise_shared_weights(path: str | Path) -> int:
-    """Give every ``Identity`` of a constant its own copy of the constant, in place; returns how many.
+def weight_matmuls(path: str | Path) -> list[str]:
+    """The MatMul nodes whose second operand is a constant 2-D weight; shared constants get their own copy first (in place).
 
-    Why: the ONNX exporter stores equal weights once and reads the others through
-    ``Identity``; the quantiser only quantises a product whose weight is a constant, so a
-    head whose weights equal another's would otherwise stay float32.
+    Why 2-D only: ONNX Runtime's DynamicQuantizeMatMul refuses a 3-D constant at run time, and a
+    head group's absorbed attention holds its heads' folded keys and values as [G*n, ...] stacks;
+    its 2-D products (the wide query, each head's output projection and feed-forward layer) are
+    most of its bytes, and the bytes are what a group costs at serving batch sizes. Why the
+    copies: the ONNX exporter stores equal weights once and reads the others through
+    ``Identity``, and the quantiser only quantises a product whose weight is a constant.
     """
     import onnx
 
@@ -124,25 +127,12 @@ def materialise_shared_weights(path: str | Path) -> int:
         copy.CopyFrom(consts[node.input[0]])
         copy.name = node.output[0]
         graph.initializer.append(copy)
+        consts[copy.name] = copy
         graph.node.remove(node)
     if shared:
         onnx.save(model, str(path))
-    return len(shared)
-
-
-def weight_matmuls(path: str | Path) -> list[str]:
-    """The MatMul nodes of a graph whose second operand is a constant 2-D weight.
-
-    Why: ONNX Runtime's DynamicQuantizeMatMul refuses a 3-D constant at run time, and a head
-    group's absorbed attention holds its heads' folded keys and values as [G*n, ...] stacks;
-    its 2-D products (the wide query, each head's output projection and feed-forward layer)
-    are most of its bytes, and the bytes are what a group costs at serving batch sizes.
-    """
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    two_d = {t.name for t in graph.initializer if len(t.dims) == 2}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in two_d]
+    return [n.name for n in graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in consts and len(consts[n.input[1]].dims) == 2]
 
 
 def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: GraphSizes = GraphSizes(),
@@ -173,8 +163,6 @@ def tune_graph(path: Path, fuse: bool = True, quantize: bool = False, sizes: Gra
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = path.with_suffix(".q.onnx")
-            if weights_2d_only:
-                materialise_shared_weights(path)
             nodes = weight_matmuls(path) if weights_2d_only else None
             if nodes == []:
                 raise GraphMismatchError(f"{path}: no MatMul with a constant 2-D weight to quantise")

@@ -28,6 +28,11 @@ class QuantScheme:
     trunk_only: bool = False
     matmul_only: bool = False
 
+    @property
+    def op_types(self) -> tuple[str, ...] | None:
+        """The operators ``quantize_dynamic`` is given; None: every type it handles."""
+        return ("MatMul",) if self.matmul_only else None
+
     def describe(self) -> str:
         graphs = "the trunk only (heads stay float32)" if self.trunk_only else "every graph (trunk and heads)"
         ops = "MatMul only (embedding tables stay float32)" if self.matmul_only else "every operator ORT quantises (embedding tables too)"

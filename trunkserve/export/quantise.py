@@ -93,7 +93,7 @@ def _quantise_in_place(repo: Path, how: QuantScheme) -> None:
         groups = [m for m in models if m.startswith(GROUP_PREFIX)]
         graph_tuning.tune_repository(repo, fuse=False, quantize=True, per_channel=how.per_channel,
                                      models=(TRUNK,) if how.trunk_only else models,
-                                     op_types=("MatMul",) if how.matmul_only else None, weights_2d_only=groups)
+                                     op_types=how.op_types, weights_2d_only=groups)
     finally:
         root.setLevel(level)
     quantised.mark_quantised(repo, how.name)

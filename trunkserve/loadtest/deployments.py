@@ -65,26 +65,20 @@ def build(kind: str, n: int, work: str | Path, options: ServingOptions, depths: 
     out = work / f"{kind}-{n}"
     if kind not in DEPLOYMENTS:
         raise ValueError(f"deployment must be one of {DEPLOYMENTS}")
-    built = out.with_name(f"{out.name}-float32") if how else out
     if kind == MERGED:
         heads = make_heads(tasks, work / "heads", depths)
+        built = out.with_name(f"{out.name}-float32") if how else out  # the quantised copy needs its float32 source
         build_repository(heads, out=built, depths=depths, options=options)
+        if how:
+            from trunkserve.export.quantise import quantised_copy
+
+            quantised_copy(built, out, how.name, overwrite=True)
     else:
-        build_baseline_repository(tasks, out=built, options=options)
-    if how is None:
-        return out
-    if kind == MERGED:
-        from trunkserve.export.quantise import quantised_copy
+        build_baseline_repository(tasks, out=out, options=options)
+        if how:
+            from trunkserve.export.graph_tuning import tune_repository
 
-        return quantised_copy(built, out, how.name, overwrite=True)
-    import shutil
-
-    from trunkserve.export.graph_tuning import tune_repository
-
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(built, out)
-    tune_repository(out, fuse=False, quantize=True, per_channel=how.per_channel,
-                    op_types=("MatMul",) if how.matmul_only else None)
+            tune_repository(out, fuse=False, quantize=True, per_channel=how.per_channel, op_types=how.op_types)
     return out
 
 
